@@ -1,0 +1,7 @@
+//! flakem's integration tests: one binary. `support` runs flakem with a stand-in
+//! `nixos-rebuild`; `testbed` starts NixOS-like hosts (sshd in namespaces) for end-to-end tests.
+
+mod support;
+mod testbed;
+mod testbed_smoke;
+mod cli;
