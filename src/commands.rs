@@ -1,0 +1,157 @@
+//! The one list of flakem's commands. The subcommands, the names the binary answers to
+//! through links, the help text and the completions all come from [`Command::ALL`].
+
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Command {
+    Build,
+    BuildThere,
+    Switch,
+    SwitchPull,
+    SwitchPush,
+    SwitchPullReset,
+    SwitchPushReset,
+    SshWait,
+}
+
+/// Where a command builds and where it activates, relative to `DEPLOY_HOST`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hosts {
+    /// Build and activate on this machine; the host only names the configuration.
+    Local,
+    /// Build on the host and activate there (`--build-host H --target-host H`).
+    Pull,
+    /// Build here, activate on the host (`--target-host H`).
+    Push,
+}
+
+impl Command {
+    pub const ALL: [Command; 8] = [
+        Command::Build,
+        Command::BuildThere,
+        Command::Switch,
+        Command::SwitchPull,
+        Command::SwitchPush,
+        Command::SwitchPullReset,
+        Command::SwitchPushReset,
+        Command::SshWait,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Command::Build => "build",
+            Command::BuildThere => "build-there",
+            Command::Switch => "switch",
+            Command::SwitchPull => "switch-pull",
+            Command::SwitchPush => "switch-push",
+            Command::SwitchPullReset => "switch-pull-reset",
+            Command::SwitchPushReset => "switch-push-reset",
+            Command::SshWait => "ssh-wait",
+        }
+    }
+
+    pub fn about(self) -> &'static str {
+        match self {
+            Command::Build => "Build a configuration here (nixos-rebuild build)",
+            Command::BuildThere => {
+                "Build a configuration on HOST (nixos-rebuild build --build-host HOST)"
+            }
+            Command::Switch => "Build and switch this machine (nixos-rebuild switch)",
+            Command::SwitchPull => "Build on HOST and activate there",
+            Command::SwitchPush => "Build here and activate on HOST",
+            Command::SwitchPullReset => {
+                "Build on HOST, deploy as next boot, reboot, verify, collect garbage"
+            }
+            Command::SwitchPushReset => {
+                "Build here, deploy to HOST as next boot, reboot, verify, collect garbage"
+            }
+            Command::SshWait => "Retry ssh until HOST answers, then run CMD there",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Command> {
+        Command::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// The `nixos-rebuild` hosts of this command; `None` for `ssh-wait`, which runs no rebuild.
+    pub fn hosts(self) -> Option<Hosts> {
+        match self {
+            Command::Build | Command::Switch => Some(Hosts::Local),
+            Command::BuildThere | Command::SwitchPull | Command::SwitchPullReset => {
+                Some(Hosts::Pull)
+            }
+            Command::SwitchPush | Command::SwitchPushReset => Some(Hosts::Push),
+            Command::SshWait => None,
+        }
+    }
+
+    /// `build` and `switch` act on this machine, so their host may be left out.
+    pub fn host_is_optional(self) -> bool {
+        self.hosts() == Some(Hosts::Local)
+    }
+
+    /// Only `switch-push` and `switch-pull` take an `ACTION` word.
+    pub fn takes_action(self) -> bool {
+        matches!(self, Command::SwitchPull | Command::SwitchPush)
+    }
+
+    /// The reset commands reboot the host and collect garbage after it came back.
+    pub fn resets(self) -> bool {
+        matches!(self, Command::SwitchPullReset | Command::SwitchPushReset)
+    }
+
+    /// Commands that wait for a host, and so take `--timeout`.
+    pub fn waits(self) -> bool {
+        self.resets() || self == Command::SshWait
+    }
+
+    /// The action a command runs when the user gives none.
+    pub fn default_action(self) -> Action {
+        match self {
+            Command::Build | Command::BuildThere => Action::Build,
+            Command::SwitchPullReset | Command::SwitchPushReset => Action::Boot,
+            _ => Action::Switch,
+        }
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The `nixos-rebuild` action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Switch,
+    Boot,
+    Test,
+    DryActivate,
+    Build,
+}
+
+impl Action {
+    /// The actions a user may give to `switch-push` and `switch-pull`.
+    pub const CHOSEN: [Action; 4] = [
+        Action::Switch,
+        Action::Boot,
+        Action::Test,
+        Action::DryActivate,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Switch => "switch",
+            Action::Boot => "boot",
+            Action::Test => "test",
+            Action::DryActivate => "dry-activate",
+            Action::Build => "build",
+        }
+    }
+
+    pub fn chosen_from(word: &str) -> Option<Action> {
+        Action::CHOSEN.into_iter().find(|a| a.name() == word)
+    }
+}

@@ -1,0 +1,59 @@
+//! flakem's errors: each one line for the user, each with the exit status PRODUCT.md gives it.
+
+use std::process::ExitCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The invocation was refused before anything ran.
+    #[error("{0}")]
+    Usage(String),
+    /// A program flakem needs is not installed.
+    #[error("`{program}` not found on PATH: {hint}")]
+    MissingProgram { program: String, hint: &'static str },
+    /// A step failed; flakem exits with that step's status.
+    #[error("`{program}` failed with exit status {status}")]
+    StepFailed { program: String, status: u8 },
+    /// A step was ended by a signal it did not get from us.
+    #[error("`{program}` was killed by signal {signal}")]
+    StepKilled { program: String, signal: i32 },
+    /// A wait ran past its deadline.
+    #[error("{0}")]
+    Timeout(String),
+    /// A host came back wrong: key refused, or it booted another system.
+    #[error("{0}")]
+    CameBackWrong(String),
+    /// A check before the build failed.
+    #[error("{0}")]
+    Check(String),
+    #[error("interrupted")]
+    Interrupted,
+    /// Anything else that went wrong on this machine (a temp dir, a pipe).
+    #[error("{0}")]
+    Io(String),
+}
+
+impl Error {
+    pub fn status(&self) -> u8 {
+        match self {
+            Error::Usage(_) => 2,
+            Error::MissingProgram { .. } => 127,
+            Error::StepFailed { status, .. } => *status,
+            Error::StepKilled { signal, .. } => 128u8.saturating_add(*signal as u8),
+            Error::Timeout(_) => 3,
+            Error::CameBackWrong(_) => 4,
+            Error::Check(_) => 5,
+            Error::Interrupted => 130,
+            Error::Io(_) => 1,
+        }
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.status())
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e.to_string())
+    }
+}

@@ -1,0 +1,155 @@
+//! Reading the flake: one evaluation per run lists every configuration name flakem needs.
+//!
+//! It goes through `builtins.getFlake` rather than the installable `<flake>#nixosConfigurations`,
+//! which would first search `packages.<system>` and `legacyPackages.<system>`: seconds on a
+//! flake that re-exports nixpkgs.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::Error;
+use crate::plan::Cmd;
+use crate::suggest;
+use crate::target::Target;
+
+/// The configuration names of a flake.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct Names {
+    pub nixos: Vec<String>,
+    pub darwin: Vec<String>,
+    pub home: Vec<String>,
+}
+
+/// The evaluation: `flake` as the user gave it, `cwd` to make a local path absolute
+/// (`getFlake` takes no relative paths).
+pub fn eval_names(flake: &str, cwd: &Path) -> Cmd {
+    let reference = if flake.starts_with('.') || flake.starts_with('/') {
+        cwd.join(flake)
+            .canonicalize()
+            .unwrap_or_else(|_| cwd.join(flake))
+            .display()
+            .to_string()
+    } else {
+        flake.to_owned()
+    };
+    let expr = format!(
+        "let f = builtins.getFlake {}; names = a: builtins.attrNames (f.${{a}} or {{ }}); in \
+         {{ nixos = names \"nixosConfigurations\"; darwin = names \"darwinConfigurations\"; \
+         home = names \"homeConfigurations\"; }}",
+        nix_string(&reference)
+    );
+    let argv = [
+        "nix",
+        "--extra-experimental-features",
+        "nix-command flakes",
+        "eval",
+        "--json",
+        "--impure",
+        "--expr",
+        &expr,
+    ];
+    Cmd::new(argv.map(str::to_owned).to_vec())
+}
+
+pub fn parse_names(json: &str) -> Result<Names, Error> {
+    serde_json::from_str(json)
+        .map_err(|e| Error::Check(format!("cannot read nix eval's answer ({e}): {json}")))
+}
+
+/// A target that is not in `nixosConfigurations` is refused, with the closest names.
+pub fn check_target(names: &Names, target: &Target, flake: &str) -> Result<(), Error> {
+    if names.nixos.iter().any(|n| n == target.as_str()) {
+        return Ok(());
+    }
+    let close = suggest::closest_few(target.as_str(), names.nixos.iter().map(String::as_str));
+    let hint = if !close.is_empty() {
+        format!("; did you mean {}?", backticked(&close))
+    } else if names.nixos.is_empty() {
+        "; it has no nixosConfigurations".to_owned()
+    } else if names.nixos.len() <= 12 {
+        let all: Vec<&str> = names.nixos.iter().map(String::as_str).collect();
+        format!("; it has {}", backticked(&all))
+    } else {
+        format!("; it has {} others", names.nixos.len())
+    };
+    Err(Error::Usage(format!(
+        "`{target}` is not in {flake}#nixosConfigurations{hint}"
+    )))
+}
+
+fn backticked(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A Nix string literal holding `s` verbatim.
+fn nix_string(s: &str) -> String {
+    let escaped = s
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace("${", "\\${");
+    format!("\"{escaped}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_flakes_become_absolute() {
+        let cmd = eval_names(".", Path::new("/nonexistent/infra"));
+        let expr = cmd.argv.last().unwrap();
+        assert!(
+            expr.contains("builtins.getFlake \"/nonexistent/infra/.\""),
+            "{expr}"
+        );
+        let cmd = eval_names("github:me/infra", Path::new("/x"));
+        assert!(
+            cmd.argv
+                .last()
+                .unwrap()
+                .contains("getFlake \"github:me/infra\"")
+        );
+    }
+
+    #[test]
+    fn nix_strings_are_literal() {
+        assert_eq!(nix_string(r#"a"b\c${d}"#), r#""a\"b\\c\${d}""#);
+    }
+
+    #[test]
+    fn unknown_targets_get_suggestions() {
+        let names = Names {
+            nixos: vec!["bigmachine".into(), "another-machine".into()],
+            ..Names::default()
+        };
+        let t = |s| Target::parse(s).unwrap();
+        assert!(check_target(&names, &t("bigmachine"), ".").is_ok());
+        let e = check_target(&names, &t("bigmachin"), ".").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`bigmachin` is not in .#nixosConfigurations; did you mean `bigmachine`?"
+        );
+        assert_eq!(e.status(), 2);
+        let e = check_target(&names, &t("zzz"), ".")
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("it has `bigmachine`, `another-machine`"), "{e}");
+        let e = check_target(&Names::default(), &t("zzz"), ".")
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("it has no nixosConfigurations"), "{e}");
+    }
+
+    #[test]
+    fn names_from_json() {
+        let n = parse_names(r#"{"darwin":[],"home":["me@x"],"nixos":["a","b"]}"#).unwrap();
+        assert_eq!(n.nixos, ["a", "b"]);
+        assert_eq!(n.home, ["me@x"]);
+        assert!(parse_names("nope").is_err());
+    }
+}

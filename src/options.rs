@@ -1,0 +1,288 @@
+//! flakem's own options, defined once with clap: the grammar asks this tree which words are
+//! options, clap checks their values, and help and completions are rendered from it.
+
+use std::time::Duration;
+
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, ValueEnum};
+
+use crate::commands::Command;
+
+/// Options every command takes.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Print the plan on stdout and run nothing: no nix, no ssh, no probe
+    #[arg(short = 'n', long, global = true)]
+    pub dry_run: bool,
+
+    /// The flake holding the configurations (a path or flake reference, without `#`)
+    #[arg(long, env = "FLAKEM_FLAKE", default_value = ".", value_name = "REF",
+          value_parser = parse_flake_ref, global = true)]
+    pub flake: String,
+
+    /// Which nixos-rebuild is installed: the Python rewrite (ng) or the shell script (legacy)
+    #[arg(long, env = "FLAKEM_DIALECT", value_enum, default_value_t = DialectChoice::Auto,
+          global = true)]
+    pub dialect: DialectChoice,
+
+    /// Leave out sudo on the target (for targets without sudo, or when logging in as root)
+    #[arg(long, global = true)]
+    pub no_sudo: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DialectChoice {
+    /// Ask the installed nixos-rebuild (a probe with a bogus flag, no side effects)
+    Auto,
+    /// The Python rewrite (NixOS 25.11 and later)
+    Ng,
+    /// The shell script (NixOS 25.05 and earlier)
+    Legacy,
+}
+
+/// Options of the commands that wait for a host.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct WaitOptions {
+    /// How long each wait for the host may last: 90s, 10m, 1h, or seconds; 0 waits forever
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Timeout,
+}
+
+/// Options of the reset commands.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct GcOptions {
+    /// Delete generations older than this after the reboot (days, as nix takes it: 15d)
+    #[arg(long, default_value = "15d", value_name = "AGE", value_parser = parse_gc_age)]
+    pub gc_older_than: String,
+
+    /// Keep old generations: collect no garbage after the reboot
+    #[arg(long)]
+    pub no_gc: bool,
+}
+
+/// A bound on one wait; `None` waits forever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeout(pub Option<Duration>);
+
+impl std::fmt::Display for Timeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            None => f.write_str("no limit"),
+            Some(d) => {
+                let s = d.as_secs();
+                match s {
+                    _ if s % 3600 == 0 => write!(f, "{}h", s / 3600),
+                    _ if s % 60 == 0 => write!(f, "{}m", s / 60),
+                    _ => write!(f, "{s}s"),
+                }
+            }
+        }
+    }
+}
+
+/// Everything clap resolved for one command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub options: Options,
+    pub wait: Option<WaitOptions>,
+    pub gc: Option<GcOptions>,
+}
+
+fn parse_flake_ref(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        Err("the flake reference is empty".into())
+    } else if s.contains('#') {
+        Err("give the flake without `#`: flakem adds `#<target>` itself".into())
+    } else {
+        Ok(s.to_owned())
+    }
+}
+
+fn parse_timeout(s: &str) -> Result<Timeout, String> {
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err("expected a number with s, m or h (90s, 10m, 1h)".into()),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| "expected a number with s, m or h (90s, 10m, 1h)".to_string())?;
+    Ok(Timeout((n > 0).then(|| Duration::from_secs(n * scale))))
+}
+
+fn parse_gc_age(s: &str) -> Result<String, String> {
+    match s.strip_suffix('d') {
+        Some(days) if !days.is_empty() && days.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(s.to_owned())
+        }
+        _ => Err("nix takes ages in days only, like 15d".into()),
+    }
+}
+
+/// The whole command tree: `flakem` with one subcommand per entry of [`Command::ALL`].
+pub fn tree() -> clap::Command {
+    let root = clap::Command::new("flakem")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Deploy NixOS machines declared in a flake, printing every command it runs")
+        .subcommand_required(true)
+        .after_help(EXIT_CODES);
+    let root = Options::augment_args(root);
+    Command::ALL
+        .into_iter()
+        .fold(root, |root, c| root.subcommand(subcommand(c)))
+}
+
+const EXIT_CODES: &str = "Exit status: 0 success; a failed step's own status; 2 refused invocation; \
+3 a wait ran past its deadline; 4 a host came back wrong; 5 a check failed; 127 a program is \
+missing; 130 interrupted.";
+
+fn subcommand(c: Command) -> clap::Command {
+    let mut sub = clap::Command::new(c.name()).about(c.about());
+    if c.waits() {
+        sub = WaitOptions::augment_args(sub);
+    }
+    if c.resets() {
+        sub = GcOptions::augment_args(sub);
+    }
+    // Positionals are parsed by the grammar (options may stand between them); they are
+    // declared here so that help and completions show them.
+    if c.takes_action() {
+        sub = sub.arg(
+            Arg::new("ACTION")
+                .help("switch (default), boot, test or dry-activate")
+                .value_parser(["switch", "boot", "test", "dry-activate"]),
+        );
+    }
+    let host_help = if c.host_is_optional() {
+        "The machine: host or user@host (default: this machine's short hostname)"
+    } else {
+        "What ssh is given: host, user@host, or a Host alias of the ssh config"
+    };
+    sub = sub.arg(Arg::new("DEPLOY_HOST").help(host_help));
+    if c == Command::SshWait {
+        return sub.arg(
+            Arg::new("CMD")
+                .help("A command for ssh to run there once it answers")
+                .num_args(0..)
+                .trailing_var_arg(true)
+                .allow_hyphen_values(true),
+        );
+    }
+    sub.arg(
+        Arg::new("FLAKE_TARGET")
+            .help("The name under nixosConfigurations (default: DEPLOY_HOST without user@)"),
+    )
+    .arg(
+        Arg::new("NIX_OPTIONS")
+            .help("Passed to nixos-rebuild verbatim, in order")
+            .num_args(0..)
+            .trailing_var_arg(true)
+            .allow_hyphen_values(true),
+    )
+}
+
+/// One option as the grammar needs to know it.
+pub struct OptionName {
+    pub long: Option<String>,
+    pub short: Option<char>,
+    pub takes_value: bool,
+}
+
+/// Every option name of the whole tree, so that an option is recognised wherever it stands.
+pub fn names() -> Vec<OptionName> {
+    let mut tree = tree();
+    tree.build();
+    let mut all: Vec<OptionName> = Vec::new();
+    let commands = std::iter::once(&tree).chain(tree.get_subcommands());
+    for arg in commands.flat_map(|c| c.get_arguments()) {
+        if arg.is_positional() || all.iter().any(|o| o.long.as_deref() == arg.get_long()) {
+            continue;
+        }
+        all.push(OptionName {
+            long: arg.get_long().map(str::to_owned),
+            short: arg.get_short(),
+            takes_value: matches!(arg.get_action(), ArgAction::Set | ArgAction::Append),
+        });
+    }
+    all
+}
+
+/// Lets clap check and resolve the option words the grammar collected (values, defaults,
+/// environment variables). Help and version requests come back as clap errors to print.
+pub fn settings(command: Command, words: &[String]) -> Result<Settings, clap::Error> {
+    let argv = ["flakem", command.name()]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(words.iter().cloned());
+    let matches = tree().try_get_matches_from(argv)?;
+    let sub = matches
+        .subcommand_matches(command.name())
+        .expect("clap returns the subcommand it was given");
+    Ok(Settings {
+        options: Options::from_arg_matches(sub)?,
+        wait: from_matches_if::<WaitOptions>(command.waits(), sub)?,
+        gc: from_matches_if::<GcOptions>(command.resets(), sub)?,
+    })
+}
+
+/// clap's answer to options without a command: help, version, or "missing command".
+pub fn without_command(words: &[String]) -> clap::Error {
+    let argv = std::iter::once("flakem".to_owned()).chain(words.iter().cloned());
+    match tree().try_get_matches_from(argv) {
+        Err(e) => e,
+        Ok(_) => tree().error(clap::error::ErrorKind::MissingSubcommand, "missing command"),
+    }
+}
+
+fn from_matches_if<T: FromArgMatches>(
+    present: bool,
+    matches: &ArgMatches,
+) -> Result<Option<T>, clap::Error> {
+    present.then(|| T::from_arg_matches(matches)).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tree_is_consistent() {
+        tree().debug_assert();
+    }
+
+    #[test]
+    fn timeouts() {
+        let secs = |s| parse_timeout(s).map(|t| t.0.map(|d| d.as_secs()));
+        assert_eq!(secs("90s"), Ok(Some(90)));
+        assert_eq!(secs("10m"), Ok(Some(600)));
+        assert_eq!(secs("1h"), Ok(Some(3600)));
+        assert_eq!(secs("45"), Ok(Some(45)));
+        assert_eq!(secs("0"), Ok(None));
+        for bad in ["", "m", "10d", "1.5m", "-1", "10 m"] {
+            assert!(parse_timeout(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Timeout(Some(Duration::from_secs(600))).to_string(), "10m");
+        assert_eq!(Timeout(Some(Duration::from_secs(90))).to_string(), "90s");
+    }
+
+    #[test]
+    fn gc_ages_are_days_only() {
+        assert_eq!(parse_gc_age("15d"), Ok("15d".into()));
+        assert_eq!(parse_gc_age("0d"), Ok("0d".into()));
+        for bad in ["15", "d", "2w", "15 d", "-1d", "1.5d", "15D"] {
+            assert!(parse_gc_age(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn flake_refs_without_fragment() {
+        assert!(parse_flake_ref(".").is_ok());
+        assert!(parse_flake_ref("github:me/infra").is_ok());
+        assert!(parse_flake_ref(".#x").is_err());
+        assert!(parse_flake_ref("").is_err());
+    }
+}

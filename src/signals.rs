@@ -1,0 +1,131 @@
+//! Ctrl-C and friends. Every child flakem starts is registered here, so a signal stops exactly
+//! what was started, and flakem then exits with status 130.
+//!
+//! Without a terminal, each child leads its own process group and the signal goes to the whole
+//! group, grandchildren included. With a terminal, children stay in flakem's group, so that
+//! sudo and nix can still prompt; the terminal's Ctrl-C reaches them all by itself.
+
+use std::io;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+static OWN_GROUPS: OnceLock<bool> = OnceLock::new();
+
+/// How long a child may take to stop after the signal is passed on, before it is killed.
+const GRACE: Duration = Duration::from_secs(5);
+
+pub fn install() -> io::Result<()> {
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            let again = INTERRUPTED.swap(true, Ordering::SeqCst);
+            forward(if again { libc::SIGKILL } else { signal });
+            std::thread::spawn(|| {
+                std::thread::sleep(GRACE);
+                forward(libc::SIGKILL);
+            });
+        }
+    });
+    Ok(())
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+fn own_groups() -> bool {
+    *OWN_GROUPS.get_or_init(|| std::fs::File::open("/dev/tty").is_err())
+}
+
+fn forward(signal: i32) {
+    let children = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+    for &pid in children.iter() {
+        let pid = pid as libc::pid_t;
+        // SAFETY: kill(2) on a pid this process started and has not yet reaped.
+        unsafe {
+            if own_groups() {
+                libc::kill(-pid, signal);
+            }
+            libc::kill(pid, signal);
+        }
+    }
+}
+
+/// A registered child; it leaves the registry when dropped.
+pub struct Running {
+    child: Child,
+}
+
+impl Running {
+    pub fn spawn(cmd: &mut Command) -> io::Result<Running> {
+        use std::os::unix::process::CommandExt;
+        if own_groups() {
+            cmd.process_group(0);
+        }
+        let child = cmd.spawn()?;
+        CHILDREN
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child.id());
+        if interrupted() {
+            forward(libc::SIGTERM);
+        }
+        Ok(Running { child })
+    }
+
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    pub fn wait(mut self) -> io::Result<ExitStatus> {
+        self.child.wait()
+    }
+
+    pub fn wait_with_output(mut self) -> io::Result<Output> {
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        let out = self.child.stdout.take();
+        let err = self.child.stderr.take();
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| read_all(err, &mut stderr));
+            read_all(out, &mut stdout);
+            reader.join().ok();
+        });
+        let status = self.child.wait()?;
+        Ok(Output {
+            status,
+            stdout,
+            stderr,
+        })
+    }
+}
+
+fn read_all<R: io::Read>(pipe: Option<R>, into: &mut Vec<u8>) {
+    if let Some(mut pipe) = pipe {
+        pipe.read_to_end(into).ok();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let pid = self.child.id();
+        CHILDREN
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|&p| p != pid);
+    }
+}
+
+/// The standard streams of a child whose output flakem reads.
+pub fn capturing(cmd: &mut Command) -> &mut Command {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+}

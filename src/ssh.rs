@@ -1,0 +1,115 @@
+//! flakem's own ssh calls. They take the words of `NIX_SSHOPTS` as nixos-rebuild does, never
+//! prompt (`BatchMode`), and put `--` before the host so that nothing after it is an option.
+
+use std::path::{Path, PathBuf};
+
+use crate::plan::Cmd;
+use crate::quote;
+use crate::target::Host;
+
+/// How one ssh call connects.
+#[derive(Clone, Copy, Debug)]
+pub enum Connection<'a> {
+    /// A connection of its own, never a control socket: each try of a wait.
+    Fresh,
+    /// A fresh connection that stays behind as the control master at this socket.
+    NewMaster(&'a Path),
+    /// Through the control master at this socket, starting it when there is none.
+    Shared(&'a Path),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ssh {
+    /// The words of `NIX_SSHOPTS`, split as a shell would.
+    pub user_options: Vec<String>,
+}
+
+/// Long enough to bridge flakem's steps, short enough not to linger after it.
+const PERSIST: &str = "ControlPersist=60";
+
+impl Ssh {
+    pub fn from_nix_sshopts(value: Option<&str>) -> Result<Ssh, String> {
+        let user_options = match value {
+            Some(v) => shell_words::split(v).map_err(|e| format!("NIX_SSHOPTS: {e}"))?,
+            None => Vec::new(),
+        };
+        Ok(Ssh { user_options })
+    }
+
+    /// `ssh ... -- HOST WORDS...`: the words reach the remote shell as ssh joins them.
+    pub fn raw(&self, conn: Connection, host: &Host, words: &[String]) -> Cmd {
+        let mut argv = vec!["ssh".to_owned()];
+        let control: Vec<String> = match conn {
+            Connection::Fresh => vec!["ControlPath=none".into()],
+            Connection::NewMaster(socket) => vec![
+                "ControlMaster=yes".into(),
+                format!("ControlPath={}", socket.display()),
+                PERSIST.into(),
+            ],
+            Connection::Shared(socket) => vec![
+                "ControlMaster=auto".into(),
+                format!("ControlPath={}", socket.display()),
+                PERSIST.into(),
+            ],
+        };
+        let waiting = !matches!(conn, Connection::Shared(_));
+        let timeouts = ["ConnectTimeout=5", "ServerAliveInterval=5"];
+        let options = control
+            .iter()
+            .map(String::as_str)
+            .chain(waiting.then_some(timeouts).into_iter().flatten())
+            .chain(["BatchMode=yes"]);
+        for o in options {
+            argv.extend(["-o".to_owned(), o.to_owned()]);
+        }
+        argv.extend(self.user_options.iter().cloned());
+        argv.extend(["--".to_owned(), host.to_string()]);
+        argv.extend(words.iter().cloned());
+        Cmd::new(argv)
+    }
+
+    /// Runs a script of flakem's own on the host: each command's words are quoted, and the
+    /// commands are joined with `&&`.
+    pub fn script(&self, conn: Connection, host: &Host, commands: &[&[&str]]) -> Cmd {
+        let script = commands
+            .iter()
+            .map(|words| quote::join(words))
+            .collect::<Vec<_>>()
+            .join(" && ");
+        self.raw(conn, host, &[script])
+    }
+
+    /// Asks the control master at `socket` to exit.
+    pub fn exit_master(&self, socket: &Path, host: &Host) -> Cmd {
+        let mut argv: Vec<String> = ["ssh", "-o"].map(str::to_owned).to_vec();
+        argv.push(format!("ControlPath={}", socket.display()));
+        argv.extend(self.user_options.iter().cloned());
+        argv.extend(["-O", "exit", "--"].map(str::to_owned));
+        argv.push(host.to_string());
+        Cmd::new(argv)
+    }
+
+    /// `ssh -G HOST`: the address and port ssh would connect to, for cheap TCP probes.
+    pub fn resolve(&self, host: &Host) -> Cmd {
+        let mut argv = vec!["ssh".to_owned(), "-G".to_owned()];
+        argv.extend(self.user_options.iter().cloned());
+        argv.extend(["--".to_owned(), host.to_string()]);
+        Cmd::new(argv)
+    }
+}
+
+/// Where a job keeps its control sockets: one before the reboot, one after.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sockets {
+    pub before: PathBuf,
+    pub after: PathBuf,
+}
+
+impl Sockets {
+    pub fn in_dir(dir: &Path) -> Sockets {
+        Sockets {
+            before: dir.join("before"),
+            after: dir.join("after"),
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The two names a user gives: the ssh destination and the flake target. Both end up in
+//! argument lists, remote command strings and Nix expressions, so anything that could be
+//! read as more than a name is refused before anything runs.
+
+use std::fmt;
+
+use crate::error::Error;
+
+/// What ssh is given: `host` or `user@host` (an address, a DNS name or an ssh config alias).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Host(String);
+
+/// A name under `nixosConfigurations`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target(String);
+
+impl Host {
+    pub fn parse(word: &str) -> Result<Host, Error> {
+        check_name("DEPLOY_HOST", word)?;
+        if let Some((user, host)) = word.split_once('@')
+            && (user.is_empty() || host.is_empty() || host.contains('@'))
+        {
+            return Err(Error::Usage(format!(
+                "DEPLOY_HOST {word:?} is not host or user@host"
+            )));
+        }
+        Ok(Host(word.to_owned()))
+    }
+
+    /// The host without any `user@`: the default flake target.
+    pub fn without_user(&self) -> &str {
+        self.0.split_once('@').map_or(&self.0, |(_, h)| h)
+    }
+}
+
+impl Target {
+    pub fn parse(word: &str) -> Result<Target, Error> {
+        check_name("FLAKE_TARGET", word)?;
+        Ok(Target(word.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn check_name(what: &str, word: &str) -> Result<(), Error> {
+    let why = if word.is_empty() {
+        "is empty".to_owned()
+    } else if word.starts_with('-') {
+        "starts with `-` (nix options go after the host)".to_owned()
+    } else if let Some(c) = word.chars().find(|c| !allowed(*c)) {
+        match c {
+            c if c.is_whitespace() => "holds whitespace".to_owned(),
+            c if c.is_control() => "holds a control character".to_owned(),
+            '\'' | '"' | '\\' => format!("holds the quote character `{c}`"),
+            '*' | '?' | '[' | ']' | '{' | '}' => format!("holds the glob character `{c}`"),
+            '#' => "holds `#`".to_owned(),
+            c => format!("holds the shell character `{c}`"),
+        }
+    } else {
+        return Ok(());
+    };
+    Err(Error::Usage(format!("{what} {word:?} {why}")))
+}
+
+/// Letters, digits and the punctuation of host names, addresses and attribute names.
+fn allowed(c: char) -> bool {
+    c.is_alphanumeric() && !c.is_control() || "._-@:+%".contains(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn good_names() {
+        for w in [
+            "bigmachine",
+            "myname@bigmachine",
+            "root@10.3.2.1",
+            "fe80::1%eth0",
+            "web-1.example.org",
+        ] {
+            assert!(Host::parse(w).is_ok(), "{w}");
+        }
+        assert_eq!(Host::parse("me@big").unwrap().without_user(), "big");
+        assert_eq!(Host::parse("big").unwrap().without_user(), "big");
+    }
+
+    #[test]
+    fn bad_names_say_why() {
+        let cases = [
+            ("", "is empty"),
+            ("-oProxyCommand=x", "starts with `-`"),
+            ("a b", "whitespace"),
+            ("a\tb", "whitespace"),
+            ("a\u{1b}b", "control character"),
+            ("a'b", "quote"),
+            ("a\"b", "quote"),
+            ("a\\b", "quote"),
+            ("a;b", "shell character `;`"),
+            ("a|b", "`|`"),
+            ("a&b", "`&`"),
+            ("$(x)", "`$`"),
+            ("a<b", "`<`"),
+            ("a>b", "`>`"),
+            ("a(b", "`(`"),
+            ("a)b", "`)`"),
+            ("a`b", "shell character"),
+            ("a#b", "`#`"),
+            ("web*", "glob character `*`"),
+            ("web?", "glob"),
+            ("web[1]", "glob"),
+            ("a/b", "`/`"),
+            ("@host", "not host or user@host"),
+            ("user@", "not host or user@host"),
+            ("a@b@c", "not host or user@host"),
+        ];
+        for (word, why) in cases {
+            let e = Host::parse(word).unwrap_err().to_string();
+            assert!(e.starts_with("DEPLOY_HOST"), "{e}");
+            assert!(e.contains(why), "{word:?}: {e}");
+            assert_eq!(e.lines().count(), 1);
+        }
+        assert!(
+            Target::parse("x y")
+                .unwrap_err()
+                .to_string()
+                .starts_with("FLAKE_TARGET")
+        );
+    }
+}
