@@ -25,24 +25,40 @@ pub struct Invocation {
     pub rest: Vec<String>,
 }
 
-/// What the words say: a command to run, or only options (`flakem --help`).
+/// What the words say: a command to run, or options alone for clap to answer (`--help`,
+/// `--version`, or an error saying the command is missing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
     Run(Invocation),
-    NoCommand { options: Vec<String> },
+    OptionsOnly {
+        command: Option<Command>,
+        options: Vec<String>,
+    },
 }
+
+const HELP: [&str; 4] = ["-h", "--help", "-V", "--version"];
 
 /// Splits `args` (without the program name). `called_as` is the command when the binary
 /// was started through a link of that name.
 pub fn parse(called_as: Option<Command>, args: &[String]) -> Result<Parsed, Error> {
-    Scanner {
+    let mut scanner = Scanner {
         names: options::names(),
         args,
         pos: 0,
         options_ended: false,
         options: Vec::new(),
+        command: called_as,
+    };
+    match scanner.run() {
+        // Help asked for on an incomplete command line is still help.
+        Err(_) if scanner.options.iter().any(|o| HELP.contains(&o.as_str())) => {
+            Ok(Parsed::OptionsOnly {
+                command: scanner.command,
+                options: scanner.options,
+            })
+        }
+        result => result,
     }
-    .run(called_as)
 }
 
 struct Scanner<'a> {
@@ -51,19 +67,24 @@ struct Scanner<'a> {
     pos: usize,
     options_ended: bool,
     options: Vec<String>,
+    command: Option<Command>,
 }
 
 impl Scanner<'_> {
-    fn run(mut self, called_as: Option<Command>) -> Result<Parsed, Error> {
+    fn run(&mut self) -> Result<Parsed, Error> {
+        let called_as = self.command;
         let command = match called_as {
             Some(c) => c,
             None if self.next_positional().is_none() => {
-                return Ok(Parsed::NoCommand {
-                    options: self.options,
+                let options = std::mem::take(&mut self.options);
+                return Ok(Parsed::OptionsOnly {
+                    command: None,
+                    options,
                 });
             }
-            None => self.command()?,
+            None => self.read_command()?,
         };
+        self.command = Some(command);
         let mut action = None;
         if command.takes_action()
             && let Some(word) = self.next_positional()
@@ -105,7 +126,7 @@ impl Scanner<'_> {
         };
         Ok(Parsed::Run(Invocation {
             command,
-            options: self.options,
+            options: std::mem::take(&mut self.options),
             action,
             host,
             target,
@@ -113,7 +134,7 @@ impl Scanner<'_> {
         }))
     }
 
-    fn command(&mut self) -> Result<Command, Error> {
+    fn read_command(&mut self) -> Result<Command, Error> {
         let word = self.next_positional().expect("the caller saw a word");
         let command = Command::from_name(word).ok_or_else(|| {
             let names = Command::ALL.map(Command::name);
@@ -331,17 +352,15 @@ mod tests {
 
     #[test]
     fn bad_commands() {
-        assert_eq!(
-            parse(None, &[]).unwrap(),
-            Parsed::NoCommand { options: vec![] }
-        );
+        let options_only = |command, options: &[&str]| Parsed::OptionsOnly {
+            command,
+            options: words(options),
+        };
+        assert_eq!(parse(None, &[]).unwrap(), options_only(None, &[]));
         let p = parse(None, &words(&["-n", "--help"])).unwrap();
-        assert_eq!(
-            p,
-            Parsed::NoCommand {
-                options: words(&["-n", "--help"])
-            }
-        );
+        assert_eq!(p, options_only(None, &["-n", "--help"]));
+        let p = parse(None, &words(&["switch-push", "-h"])).unwrap();
+        assert_eq!(p, options_only(Some(Command::SwitchPush), &["-h"]));
         assert!(parse_err(&["swich-push", "h"]).contains("did you mean `switch-push`"));
         assert!(parse_err(&["switch-pull"]).contains("missing DEPLOY_HOST"));
     }

@@ -54,7 +54,9 @@ fn run() -> Result<(), Error> {
         .collect::<Result<Vec<_>, _>>()?;
     let invocation = match grammar::parse(called_as, &args)? {
         Parsed::Run(invocation) => invocation,
-        Parsed::NoCommand { options } => return clap_error(options::without_command(&options)),
+        Parsed::OptionsOnly { command, options } => {
+            return clap_error(options::answer(command, &options));
+        }
     };
     let settings = match options::settings(invocation.command, &invocation.options) {
         Ok(settings) => settings,

@@ -229,9 +229,12 @@ pub fn settings(command: Command, words: &[String]) -> Result<Settings, clap::Er
     })
 }
 
-/// clap's answer to options without a command: help, version, or "missing command".
-pub fn without_command(words: &[String]) -> clap::Error {
-    let argv = std::iter::once("flakem".to_owned()).chain(words.iter().cloned());
+/// clap's answer to options alone: help, version, or "missing command".
+pub fn answer(command: Option<Command>, words: &[String]) -> clap::Error {
+    let argv = std::iter::once("flakem")
+        .chain(command.map(Command::name))
+        .map(str::to_owned)
+        .chain(words.iter().cloned());
     match tree().try_get_matches_from(argv) {
         Err(e) => e,
         Ok(_) => tree().error(clap::error::ErrorKind::MissingSubcommand, "missing command"),
