@@ -1,0 +1,530 @@
+//! Tests of the test bed itself: that its hosts are private, reachable, and reboot the way
+//! each test asks.
+
+use crate::testbed::{
+    APT_LINE, Kind, Reboot, Sudo, TestBed, missing_prerequisites, output_with_deadline, poll_until,
+};
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+const NIX_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a rebooted host may take to be back in these tests.
+const BACK_WITHIN: Duration = Duration::from_secs(20);
+
+fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).trim().to_string()
+}
+
+fn assert_success(what: &str, output: &Output) {
+    assert!(
+        output.status.success(),
+        "{what} failed with {}\nstdout: {}\nstderr: {}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+}
+
+/// `nix copy --to ssh://DESTINATION PATH` with the bed's environment.
+fn nix_copy(bed: &TestBed, destination: &str, path: &str) -> Output {
+    let mut nix = bed.command("nix");
+    nix.args(["copy", "--to", &format!("ssh://{destination}"), path]);
+    output_with_deadline(&mut nix, NIX_TIMEOUT)
+}
+
+/// Puts `toplevel` in the host's store and makes it the host's system profile.
+fn install_system(bed: &TestBed, host: &crate::testbed::Host, toplevel: &str) {
+    assert_success("nix copy", &nix_copy(bed, host.name(), toplevel));
+    host.run(&format!(
+        "nix-env -p /nix/var/nix/profiles/system --set {toplevel}"
+    ));
+}
+
+/// Asks the host to reboot (or power off) with `command`: the session is cut (ssh exits 255)
+/// or the command returns.
+fn request_reboot(host: &crate::testbed::Host, command: &str) {
+    let output = host.ssh(command);
+    assert!(
+        matches!(output.status.code(), Some(255) | Some(0)),
+        "`{command}` on {}: {output:?}",
+        host.name()
+    );
+}
+
+#[test]
+fn host_is_private_and_runs_its_own_commands() {
+    let bed = TestBed::with_hosts(&["web1"]);
+    let web1 = bed.host("web1");
+    assert_eq!(web1.run("cat /run/flakem-test-host"), "web1");
+    let boot_id = web1.boot_id();
+    assert_eq!(
+        boot_id,
+        std::fs::read_to_string(web1.dir().join("boot_id"))
+            .unwrap()
+            .trim()
+    );
+    assert_ne!(
+        boot_id,
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .unwrap()
+            .trim(),
+        "the host must not see this machine's boot id"
+    );
+    // Its store is its own: empty, though this machine's has paths in it.
+    assert_eq!(web1.run("ls /nix/store | wc -l"), "0");
+    // Its own sudo keeps PATH, so its own power commands come first even under sudo.
+    let bin = web1.dir().join("bin");
+    for (command, expected) in [
+        ("command -v reboot", bin.join("reboot")),
+        ("sudo sh -c 'command -v reboot'", bin.join("reboot")),
+        (
+            "sudo -u root sh -c 'command -v systemctl'",
+            bin.join("systemctl"),
+        ),
+        ("command -v shutdown", bin.join("shutdown")),
+    ] {
+        assert_eq!(
+            web1.run(command),
+            expected.display().to_string(),
+            "{command}"
+        );
+    }
+    assert_eq!(
+        web1.run("echo $NIX_CONF_DIR; ls /root | wc -l"),
+        "/etc/nix\n0"
+    );
+    assert!(
+        web1.sshd_log()
+            .contains(&format!("Server listening on {}", web1.address()))
+    );
+}
+
+#[test]
+fn nix_copy_lands_in_that_hosts_store_only() {
+    let bed = TestBed::with_hosts(&["web1", "web2"]);
+    let (web1, web2) = (bed.host("web1"), bed.host("web2"));
+    let toplevel = bed.toplevel("web1");
+    let started = Instant::now();
+    assert_success("nix copy", &nix_copy(&bed, "web1", &toplevel));
+    eprintln!("nix copy took {:?}", started.elapsed());
+    assert!(web1.store_has(&toplevel));
+    assert!(
+        web1.path(&toplevel)
+            .join("bin/switch-to-configuration")
+            .is_file()
+    );
+    assert!(!web2.store_has(&toplevel), "web2's store is its own");
+
+    // A path made on the host stays in the host's store, not this machine's.
+    let made_there = web1.run(&format!(
+        "echo {} > /root/unique && nix-store --add /root/unique",
+        bed.dir().display()
+    ));
+    assert!(made_there.starts_with("/nix/store/"), "{made_there}");
+    assert!(web1.store_has(&made_there));
+    assert!(web1.path(&made_there).is_file());
+    assert!(
+        !Path::new(&made_there).exists(),
+        "{made_there} leaked into this machine's /nix"
+    );
+}
+
+#[test]
+fn a_host_builds_in_its_own_store() {
+    let mut bed = TestBed::with_hosts(&["bigmachine"]);
+    let host = bed.host("bigmachine");
+    // A generation nobody built here before: its output must appear on the host only.
+    let generation = format!("built-there-{}", std::process::id());
+    bed.set_generation("bigmachine", &generation);
+    let mut eval = bed.command("nix");
+    eval.args([
+        "eval",
+        "--raw",
+        ".#nixosConfigurations.bigmachine.config.system.build.toplevel.drvPath",
+    ]);
+    let output = output_with_deadline(&mut eval, NIX_TIMEOUT);
+    assert_success("nix eval", &output);
+    let derivation = text(&output.stdout);
+    let mut copy = bed.command("nix");
+    copy.args([
+        "copy",
+        "--derivation",
+        "--to",
+        "ssh://bigmachine",
+        &derivation,
+    ]);
+    assert_success(
+        "nix copy --derivation",
+        &output_with_deadline(&mut copy, NIX_TIMEOUT),
+    );
+    let built = host.run(&format!("nix-store --realise {derivation}"));
+    assert!(built.ends_with(&format!("-gen-{generation}")), "{built}");
+    assert!(host.store_has(&built));
+    assert!(
+        !Path::new(&built).exists(),
+        "{built} was built in this machine's /nix"
+    );
+}
+
+#[test]
+fn reboot_boots_the_system_profile_with_a_new_boot_id() {
+    let bed = TestBed::with_hosts(&["db"]);
+    let db = bed.host("db");
+    let toplevel = bed.toplevel("db");
+    install_system(&bed, &db, &toplevel);
+    // `boot` only records; the system profile is what the next boot starts.
+    db.run(&format!("{toplevel}/bin/switch-to-configuration boot"));
+    assert_eq!(db.activations(), vec![format!("boot {toplevel}")]);
+    assert_eq!(db.readlink("/run/current-system"), None);
+
+    db.set_reboot(Reboot::Down(Duration::from_secs(1)));
+    let before = db.boot_id();
+    request_reboot(&db, "reboot");
+    assert!(
+        !db.is_accepting(),
+        "the host must be down right after reboot"
+    );
+    let after = poll_until(BACK_WITHIN, "db back with a new boot id", || {
+        db.try_boot_id().filter(|id| *id != before)
+    });
+    assert_eq!(db.readlink("/run/booted-system").as_ref(), Some(&toplevel));
+    assert_eq!(db.readlink("/run/current-system").as_ref(), Some(&toplevel));
+    assert_eq!(
+        db.activations(),
+        vec![format!("boot {toplevel}")],
+        "kept across reboots"
+    );
+
+    // The same through sudo and systemctl, and shutdown -r.
+    db.set_reboot(Reboot::Down(millis(200)));
+    let mut last = after;
+    for command in ["sudo systemctl reboot", "shutdown -r now"] {
+        request_reboot(&db, command);
+        last = poll_until(BACK_WITHIN, "db back after a reboot", || {
+            db.try_boot_id().filter(|id| *id != last)
+        });
+    }
+}
+
+#[test]
+fn switch_to_configuration_acts_on_the_host_only() {
+    let bed = TestBed::with_hosts(&["spare"]);
+    let spare = bed.host("spare");
+    let toplevel = bed.toplevel("spare");
+    assert_success("nix copy", &nix_copy(&bed, "spare", &toplevel));
+    spare.run(&format!("{toplevel}/bin/switch-to-configuration switch"));
+    assert_eq!(
+        spare.readlink("/run/current-system"),
+        Some(toplevel.clone())
+    );
+    assert_eq!(spare.activations(), vec![format!("switch {toplevel}")]);
+
+    // Here, on this machine, it refuses to touch anything.
+    let mut here = std::process::Command::new(format!("{toplevel}/bin/switch-to-configuration"));
+    here.arg("switch");
+    let output = output_with_deadline(&mut here, Duration::from_secs(10));
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("not inside a flakem test host"),
+        "{output:?}"
+    );
+}
+
+#[test]
+fn darwin_and_home_activations_act_on_the_host() {
+    let bed = TestBed::with_hosts(&["bigmachine"]);
+    let host = bed.host("bigmachine");
+    let darwin = bed.build("darwinConfigurations.macbook.system");
+    let home = bed.build("homeConfigurations.\"alice@bigmachine\".activationPackage");
+    assert_success("nix copy", &nix_copy(&bed, "bigmachine", &darwin));
+    assert_success("nix copy", &nix_copy(&bed, "bigmachine", &home));
+    host.run(&format!("{darwin}/activate"));
+    assert_eq!(host.readlink("/run/current-system"), Some(darwin.clone()));
+    let log = std::fs::read_to_string(host.path("/var/lib/flakem-test/darwin-activations"));
+    assert_eq!(log.unwrap(), format!("activate {darwin}\n"));
+
+    host.add_user("alice", Sudo::No);
+    let output = host.ssh_as("alice", &format!("{home}/activate"));
+    assert_success("home activate", &output);
+    let state = host.path("/home/alice/.local/state/flakem-test");
+    assert_eq!(
+        std::fs::read_link(state.join("home")).unwrap(),
+        Path::new(&home)
+    );
+    let log = std::fs::read_to_string(state.join("activations")).unwrap();
+    assert_eq!(log, format!("activate {home}\n"));
+}
+
+#[test]
+fn never_back_stays_refused() {
+    let bed = TestBed::with_hosts(&["web1"]);
+    let web1 = bed.host("web1");
+    web1.set_reboot(Reboot::Never);
+    request_reboot(&web1, "sudo reboot");
+    // Longer than any other behaviour's down time in these tests.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        assert!(
+            !web1.is_accepting(),
+            "a host that never comes back accepted"
+        );
+        std::thread::sleep(millis(100));
+    }
+    let output = web1.ssh("true");
+    assert_eq!(output.status.code(), Some(255));
+    assert!(
+        text(&output.stderr).contains("Connection refused"),
+        "{output:?}"
+    );
+    // Until the test starts it again.
+    web1.start();
+    web1.boot_id();
+}
+
+#[test]
+fn same_boot_id_comes_back_unchanged() {
+    let bed = TestBed::with_hosts(&["web2"]);
+    let web2 = bed.host("web2");
+    web2.set_reboot(Reboot::SameBootId(Duration::from_secs(1)));
+    web2.run("touch /run/still-here");
+    let before = web2.boot_id();
+    request_reboot(&web2, "reboot");
+    assert!(
+        !web2.is_accepting(),
+        "the host must be down right after reboot"
+    );
+    let after = poll_until(BACK_WITHIN, "web2 back", || web2.try_boot_id());
+    assert_eq!(after, before);
+    assert_eq!(web2.run("ls /run/still-here"), "/run/still-here");
+}
+
+#[test]
+fn refuse_key_comes_back_refusing_the_client_key() {
+    let bed = TestBed::with_hosts(&["another-machine"]);
+    let host = bed.host("another-machine");
+    host.set_reboot(Reboot::RefuseKey(millis(300)));
+    request_reboot(&host, "reboot");
+    poll_until(BACK_WITHIN, "sshd accepting again", || {
+        host.is_accepting().then_some(())
+    });
+    let output = host.ssh("true");
+    assert_eq!(output.status.code(), Some(255));
+    assert!(
+        text(&output.stderr).contains("Permission denied"),
+        "{output:?}"
+    );
+}
+
+#[test]
+fn slow_shutdown_answers_on_the_old_boot_id_for_a_while() {
+    let bed = TestBed::with_hosts(&["bigmachine"]);
+    let host = bed.host("bigmachine");
+    host.set_reboot(Reboot::SlowShutdown {
+        accept_for: millis(2500),
+        down: millis(500),
+    });
+    let before = host.boot_id();
+    let asked = Instant::now();
+    request_reboot(&host, "reboot");
+    // Sessions have ended, but new connections still get the old boot.
+    assert_eq!(host.try_boot_id().as_ref(), Some(&before));
+    assert!(
+        asked.elapsed() < millis(2500),
+        "the check above came too late"
+    );
+    let mut old_answers = 0;
+    let after = poll_until(
+        BACK_WITHIN,
+        "bigmachine back with a new boot id",
+        || match host.try_boot_id() {
+            Some(id) if id == before => {
+                old_answers += 1;
+                None
+            }
+            other => other,
+        },
+    );
+    assert_ne!(after, before);
+    assert!(
+        asked.elapsed() >= millis(2500),
+        "back after {:?}, before the slow shutdown ended",
+        asked.elapsed()
+    );
+    eprintln!("old boot id seen {old_answers} more times while shutting down");
+}
+
+#[test]
+fn poweroff_stays_down_until_started() {
+    let bed = TestBed::with_hosts(&["web1"]);
+    let web1 = bed.host("web1");
+    let before = web1.boot_id();
+    request_reboot(&web1, "poweroff");
+    assert!(!web1.is_accepting());
+    assert!(web1.pids().is_empty());
+    web1.start();
+    assert_ne!(web1.boot_id(), before);
+    web1.stop();
+    assert!(!web1.is_accepting());
+}
+
+#[test]
+fn users_exist_only_on_their_host_with_the_sudo_they_were_given() {
+    let bed = TestBed::with_hosts(&["bigmachine"]);
+    let host = bed.host("bigmachine");
+    host.add_user("alice", Sudo::NoPassword);
+    host.add_user("bob", Sudo::No);
+    host.add_user("carol", Sudo::WithPassword);
+    assert!(
+        !std::fs::read_to_string("/etc/passwd")
+            .unwrap()
+            .contains("flakem test user")
+    );
+    let alice = host.ssh_as("alice", "id -un; echo $HOME; sudo -n id -un");
+    assert_success("alice", &alice);
+    assert_eq!(text(&alice.stdout), "alice\n/home/alice\nroot");
+    for user in ["bob", "carol"] {
+        let output = host.ssh_as(user, "sudo -n true");
+        assert_eq!(output.status.code(), Some(1), "{user}: {output:?}");
+    }
+    // As a user, nix goes through the host's daemon; copies need a trusted user.
+    let toplevel = bed.toplevel("bigmachine");
+    let refused = nix_copy(&bed, "bob@bigmachine", &toplevel);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("lacks a valid signature"),
+        "{refused:?}"
+    );
+    host.trust_in_nix("alice");
+    assert_success(
+        "nix copy as alice",
+        &nix_copy(&bed, "alice@bigmachine", &toplevel),
+    );
+    assert!(host.store_has(&toplevel));
+}
+
+#[test]
+fn generations_and_kinds_of_the_test_flake() {
+    let mut bed = TestBed::new();
+    assert!(bed.flake_dir().join("flake.nix").is_file());
+    assert!(
+        !bed.flake_dir().join(".git").exists(),
+        "a git flake sees only tracked files"
+    );
+    let env = bed.env();
+    let sshopts = env
+        .iter()
+        .find(|(k, _)| k == "NIX_SSHOPTS")
+        .expect("NIX_SSHOPTS");
+    assert_eq!(sshopts.1, format!("-F {}", bed.ssh_config().display()));
+    let first = bed.toplevel("web1");
+    bed.set_generation("web1", "2");
+    let second = bed.toplevel("web1");
+    assert_ne!(first, second);
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&second).join("generation")).unwrap(),
+        "2\n"
+    );
+    assert_eq!(
+        bed.toplevel("web2"),
+        bed.toplevel("web2"),
+        "others unchanged"
+    );
+    bed.set_generation("brand-new", "7");
+    assert!(
+        bed.toplevel("brand-new")
+            .ends_with("-nixos-system-brand-new-gen-7")
+    );
+    let darwin = bed.build("darwinConfigurations.macbook.system");
+    assert!(Path::new(&darwin).join("activate").is_file());
+    bed.set_generation_of(Kind::Home, "alice@bigmachine", "3");
+    let home = bed.build("homeConfigurations.\"alice@bigmachine\".activationPackage");
+    assert!(home.ends_with("-gen-3"), "{home}");
+    assert!(Path::new(&home).join("activate").is_file());
+}
+
+#[test]
+fn ssh_config_reaches_only_the_beds_hosts() {
+    let mut bed = TestBed::with_hosts(&["web1"]);
+    let mut ssh = bed.command("ssh");
+    ssh.args(["-F", &bed.ssh_config().display().to_string()])
+        .args(["-o", "BatchMode=yes", "10.3.2.1", "true"]);
+    let output = output_with_deadline(&mut ssh, Duration::from_secs(30));
+    assert_eq!(output.status.code(), Some(255));
+    assert!(
+        text(&output.stderr).contains("is not a test host"),
+        "{output:?}"
+    );
+
+    bed.forget_host_keys();
+    let output = bed.host("web1").ssh("true");
+    assert_eq!(output.status.code(), Some(255));
+    assert!(
+        text(&output.stderr).contains("Host key verification failed"),
+        "{output:?}"
+    );
+}
+
+#[test]
+fn dropping_the_bed_ends_every_host() {
+    let bed = TestBed::with_hosts(&["web1", "web2"]);
+    let web1 = bed.host("web1");
+    // A process that would outlive a careless cleanup.
+    web1.run("nohup sleep 600 > /dev/null 2>&1 &");
+    let mut pids: Vec<u32> = ["web1", "web2"]
+        .iter()
+        .flat_map(|name| bed.host(name).pids())
+        .collect();
+    assert_eq!(pids.len(), 4);
+    let in_web1 = processes_in_pid_namespace_of(web1.pids()[1]);
+    assert!(in_web1.len() >= 3, "sshd, nix-daemon, sleep: {in_web1:?}");
+    pids.extend(in_web1);
+    let dir = bed.dir().to_path_buf();
+    drop(bed);
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} left running"
+        );
+    }
+    assert!(!dir.exists());
+    assert!(!web1.is_accepting());
+}
+
+#[test]
+fn missing_prerequisites_are_named() {
+    let missing = missing_prerequisites(OsStr::new("/nonexistent"), 1000);
+    let message = missing.join(", ");
+    for what in [
+        "root",
+        "`nix`",
+        "`ssh`",
+        "`unshare`",
+        "`sudo`",
+        "`ssh-keygen`",
+    ] {
+        assert!(message.contains(what), "{what} not in: {message}");
+    }
+    assert!(APT_LINE.contains("nix-bin openssh-server openssh-client sudo"));
+    assert!(
+        missing_prerequisites(&std::env::var_os("PATH").unwrap(), 0).is_empty(),
+        "this machine should have everything the bed needs"
+    );
+}
+
+/// The pids (as seen here) of every process in the pid namespace that `pid` is in.
+fn processes_in_pid_namespace_of(pid: u32) -> Vec<u32> {
+    let namespace = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let wanted = namespace(&pid.to_string()).expect("pid namespace");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| namespace(&pid.to_string()).as_ref() == Some(&wanted))
+        .collect()
+}

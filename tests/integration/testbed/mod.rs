@@ -1,0 +1,419 @@
+//! The test bed: NixOS-like hosts on this machine, for end-to-end tests of flakem with the
+//! real nix and the real OpenSSH. See docs/TESTBED.md for why it is built this way.
+//!
+//! Each host is an sshd on its own loopback address (`127.0.N.M`, N per bed) in its own mount
+//! and pid namespaces, with a private `/nix` (its own store and system profile), `/run`,
+//! `/var/lib`, `/root`, `/home`, boot id, and copies of the account files. Its own `sudo`
+//! (which keeps PATH), `reboot`, `poweroff`, `halt`, `shutdown` and `systemctl` come first on
+//! its PATH, so nothing run there reaches this machine. The test flake
+//! (tests/fixtures/flake) has `nixosConfigurations.<name>` for bigmachine, another-machine,
+//! web1, web2, db and spare, `darwinConfigurations.macbook`, and `homeConfigurations` for
+//! `root@bigmachine`, `alice@bigmachine` and `alice`; each builds in milliseconds.
+//!
+//! ```ignore
+//! let mut bed = TestBed::with_hosts(&["web1"]);
+//! let web1 = bed.host("web1");
+//! bed.set_generation("web1", "2");            // a new toplevel for web1
+//! let status = bed.command(flakem()).args(["switch-push", "web1"]).status().unwrap();
+//! assert_eq!(web1.readlink("/run/current-system"), Some(bed.toplevel("web1")));
+//! web1.set_reboot(Reboot::SlowShutdown { accept_for: secs(2), down: millis(500) });
+//! ```
+//!
+//! The API:
+//! - [`TestBed::new`], [`TestBed::with_hosts`]: a bed in a fresh temporary directory; panics,
+//!   naming what is missing, if this machine cannot run one (never skips).
+//! - [`TestBed::add_host`], [`TestBed::host`]: boot a host (alias = flake name) / find one.
+//! - [`TestBed::command`]: a `Command` for flakem, nix or ssh with the bed's environment
+//!   ([`TestBed::env`]: `NIX_SSHOPTS="-F <ssh config>"`, a nix.conf, a HOME) in the flake
+//!   copy ([`TestBed::flake_dir`], a plain directory).
+//! - [`TestBed::set_generation`], [`TestBed::set_generation_of`]: change or add a
+//!   configuration; [`TestBed::build`], [`TestBed::toplevel`]: its store path.
+//! - [`TestBed::forget_host_keys`]: empty known_hosts with `StrictHostKeyChecking yes`.
+//! - [`Host`]: `ssh`, `run`, `boot_id`, `readlink`, `store_has`, `activations`, `path`,
+//!   `set_reboot`, `stop`, `start`, `add_user`, `trust_in_nix`, `sshd_log`, ...
+//! - [`Reboot`]: what a reboot does: `Down(d)`, `Never`, `SameBootId(d)`, `RefuseKey(d)`,
+//!   `SlowShutdown { accept_for, down }`. The host's `reboot` asks its supervisor (a thread
+//!   of the test) through a pipe; the supervisor kills the host's init, waits, boots it again.
+//! - [`poll_until`], [`output_with_deadline`]: every wait has a deadline.
+//!
+//! Dropping the bed (also on panic) ends every host by pid and removes the directory.
+
+mod client;
+mod host;
+mod process;
+mod supervisor;
+
+pub use host::{Host, Reboot, Sudo};
+pub use process::{output_with_deadline, poll_until};
+
+use client::Client;
+use host::HostState;
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+use supervisor::{Control, Supervisor};
+use tempfile::TempDir;
+
+pub(super) const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+/// What to install when this machine lacks something the bed needs.
+pub const APT_LINE: &str =
+    "apt-get install -y nix-bin openssh-server openssh-client sudo age iproute2 util-linux";
+
+/// How long a local `nix build` of the test flake may take.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A kind of configuration in the test flake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// `nixosConfigurations.<name>.config.system.build.toplevel`
+    Nixos,
+    /// `darwinConfigurations.<name>.system`
+    Darwin,
+    /// `homeConfigurations."<user@host>".activationPackage`
+    Home,
+}
+
+/// A set of test hosts and the client side to reach them. See the module documentation.
+pub struct TestBed {
+    hosts: Vec<Host>,
+    supervisors: Vec<Supervisor>,
+    client: Arc<Client>,
+    generations: BTreeMap<(Kind, String), String>,
+    strict_host_keys: bool,
+    net: NetLease,
+    flake: PathBuf,
+    dir: TempDir,
+}
+
+impl Drop for TestBed {
+    fn drop(&mut self) {
+        // Each supervisor ends its host and joins its threads before the directory goes.
+        self.supervisors.clear();
+    }
+}
+
+impl TestBed {
+    /// An empty bed in a fresh temporary directory, with its own loopback block. Panics if
+    /// this machine cannot run hosts (not root, or a program missing), saying what to do.
+    pub fn new() -> TestBed {
+        let missing = missing_prerequisites(
+            &std::env::var_os("PATH").unwrap_or_default(),
+            // SAFETY: geteuid cannot fail.
+            unsafe { libc::geteuid() },
+        );
+        assert!(
+            missing.is_empty(),
+            "the flakem test bed cannot run on this machine: {}. It needs root and: {APT_LINE}",
+            missing.join(", ")
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("flakem-testbed-")
+            .tempdir()
+            .expect("create the test bed's directory");
+        // Other users of a host (sshd reading their keys, their sessions) pass through it.
+        host::set_mode(dir.path(), 0o755);
+        let net = NetLease::take();
+        let client = Arc::new(Client::create(&dir.path().join("client")));
+        let flake = dir.path().join("flake");
+        copy_dir(&Path::new(FIXTURES).join("flake"), &flake);
+        let bed = TestBed {
+            hosts: Vec::new(),
+            supervisors: Vec::new(),
+            client,
+            generations: BTreeMap::new(),
+            strict_host_keys: false,
+            net,
+            flake,
+            dir,
+        };
+        bed.write_overrides();
+        bed.write_ssh_config();
+        bed
+    }
+
+    /// A bed with these hosts already up.
+    pub fn with_hosts(names: &[&str]) -> TestBed {
+        let mut bed = TestBed::new();
+        for name in names {
+            bed.add_host(name);
+        }
+        bed
+    }
+
+    /// Boots a host named `name` (its ssh alias; use a configuration name of the test flake
+    /// to deploy to it) and returns once its sshd accepts connections.
+    pub fn add_host(&mut self, name: &str) -> Host {
+        assert!(
+            !name.is_empty()
+                && !name.starts_with('-')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'),
+            "host name {name:?}: use letters, digits, '-', '_' and '.'"
+        );
+        assert!(
+            self.hosts.iter().all(|h| h.name() != name),
+            "host {name} is already in this bed"
+        );
+        let index = u8::try_from(self.hosts.len() + 1)
+            .ok()
+            .filter(|i| *i < 255)
+            .expect("at most 254 hosts in a bed");
+        let address = Ipv4Addr::new(127, 0, self.net.octet, index);
+        let dir = self.dir.path().join("hosts").join(name);
+        let state = Arc::new(HostState::create(
+            name,
+            address,
+            dir,
+            Arc::clone(&self.client),
+        ));
+        let mut known_hosts = OpenOptions::new()
+            .append(true)
+            .open(&self.client.known_hosts)
+            .expect("open known_hosts");
+        std::io::Write::write_all(&mut known_hosts, state.known_hosts_line().as_bytes())
+            .expect("write known_hosts");
+        let supervisor = Supervisor::spawn(Arc::clone(&state));
+        let host = Host::new(state, supervisor.control());
+        // Registered before it boots, so that a failed start is cleaned up too.
+        self.supervisors.push(supervisor);
+        self.hosts.push(host.clone());
+        self.write_ssh_config();
+        let (reply, result) = mpsc::channel();
+        self.supervisors
+            .last()
+            .expect("supervisor")
+            .control()
+            .send(Control::Start(reply))
+            .expect("supervisor");
+        match result.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(())) => host,
+            Ok(Err(error)) => panic!("{error}"),
+            Err(e) => panic!("host {name} did not start: {e}"),
+        }
+    }
+
+    /// The host named `name`; panics if there is none.
+    pub fn host(&self, name: &str) -> Host {
+        self.hosts
+            .iter()
+            .find(|h| h.name() == name)
+            .unwrap_or_else(|| panic!("no host {name} in this bed"))
+            .clone()
+    }
+
+    /// The bed's temporary directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The bed's copy of the test flake: a plain directory (not a git repository), so that
+    /// nix sees every file in it.
+    pub fn flake_dir(&self) -> &Path {
+        &self.flake
+    }
+
+    /// The ssh config with one `Host` alias per host (what `NIX_SSHOPTS` names).
+    pub fn ssh_config(&self) -> &Path {
+        &self.client.ssh_config
+    }
+
+    /// The environment for flakem, nix and ssh: `NIX_SSHOPTS="-F <ssh config>"`,
+    /// `NIX_CONF_DIR` (flakes on, no substituters, no sandbox), `NIX_PATH` empty, and HOME
+    /// and the XDG directories inside the bed.
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.client.env()
+    }
+
+    /// `program` with the bed's environment, run in [`TestBed::flake_dir`] (so that the
+    /// flake `.` is the test flake).
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut command = self.client.command(program);
+        command.current_dir(&self.flake);
+        command
+    }
+
+    /// Sets the generation of `nixosConfigurations.<name>`, adding it if the flake has no
+    /// such configuration: a new generation is a new store path.
+    pub fn set_generation(&mut self, name: &str, generation: &str) {
+        self.set_generation_of(Kind::Nixos, name, generation);
+    }
+
+    /// Sets the generation of a configuration of any kind (for `Kind::Home` the name is
+    /// `user@host` or `user`).
+    pub fn set_generation_of(&mut self, kind: Kind, name: &str, generation: &str) {
+        let safe = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.@+".contains(c))
+        };
+        assert!(
+            safe(name) && safe(generation),
+            "{name:?} = {generation:?}: use letters, digits and -_.@+"
+        );
+        self.generations
+            .insert((kind, name.to_string()), generation.to_string());
+        self.write_overrides();
+    }
+
+    /// Builds `attribute` of the test flake here and returns its output path.
+    pub fn build(&self, attribute: &str) -> String {
+        let installable = format!("{}#{attribute}", self.flake.display());
+        let mut nix = self.command("nix");
+        nix.args(["build", "--json", "--no-link", &installable]);
+        let output = output_with_deadline(&mut nix, BUILD_TIMEOUT);
+        assert!(
+            output.status.success(),
+            "nix build {installable} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let json = String::from_utf8_lossy(&output.stdout);
+        let start = json.find("\"out\":\"").expect("an out path in nix's JSON") + 7;
+        let end = json[start..].find('"').expect("end of the out path") + start;
+        json[start..end].to_string()
+    }
+
+    /// Builds the NixOS toplevel of `name` here and returns its store path.
+    pub fn toplevel(&self, name: &str) -> String {
+        self.build(&format!(
+            "nixosConfigurations.{name}.config.system.build.toplevel"
+        ))
+    }
+
+    /// Empties known_hosts and makes ssh refuse unknown host keys
+    /// (`StrictHostKeyChecking yes`), for tests of a first connection.
+    pub fn forget_host_keys(&mut self) {
+        fs::write(&self.client.known_hosts, "").expect("empty known_hosts");
+        self.strict_host_keys = true;
+        self.write_ssh_config();
+    }
+
+    fn write_ssh_config(&self) {
+        let hosts: Vec<(String, Ipv4Addr)> = self
+            .hosts
+            .iter()
+            .map(|h| (h.name().to_string(), h.address()))
+            .collect();
+        self.client
+            .write_ssh_config(&hosts, self.net.octet, self.strict_host_keys);
+    }
+
+    fn write_overrides(&self) {
+        let mut text = format!(
+            "# Written by the flakem test bed: this machine's system, and the generations its\n\
+             # test set.\n{{\n  system = \"{}-linux\";\n",
+            std::env::consts::ARCH
+        );
+        for (kind, attribute) in [
+            (Kind::Nixos, "nixos"),
+            (Kind::Darwin, "darwin"),
+            (Kind::Home, "home"),
+        ] {
+            text.push_str(&format!("  {attribute} = {{\n"));
+            for ((_, name), generation) in self.generations.iter().filter(|((k, _), _)| *k == kind)
+            {
+                text.push_str(&format!("    \"{name}\" = \"{generation}\";\n"));
+            }
+            text.push_str("  };\n");
+        }
+        text.push_str("}\n");
+        fs::write(self.flake.join("test-overrides.nix"), text).expect("write test-overrides.nix");
+    }
+}
+
+/// What keeps this machine from running a bed, for an error message; empty when nothing.
+pub fn missing_prerequisites(path: &OsStr, euid: u32) -> Vec<String> {
+    let mut missing = Vec::new();
+    if euid != 0 {
+        missing.push("root (hosts need mount and pid namespaces)".to_string());
+    }
+    let on_path = |program: &str| std::env::split_paths(path).any(|d| d.join(program).is_file());
+    for program in [
+        "nix",
+        "nix-store",
+        "nix-daemon",
+        "ssh",
+        "ssh-keygen",
+        "unshare",
+        "nsenter",
+        "sudo",
+        "timeout",
+    ] {
+        if !on_path(program) {
+            missing.push(format!("`{program}` on PATH"));
+        }
+    }
+    for file in ["/usr/sbin/sshd", "/usr/bin/sudo"] {
+        if !Path::new(file).is_file() {
+            missing.push(file.to_string());
+        }
+    }
+    missing
+}
+
+/// Quotes `word` for a POSIX shell.
+pub fn shell_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+/// A block of loopback addresses `127.0.N.*` held by this bed: an exclusive lock on a file
+/// named after it, which other beds, in this process or another, see taken. The kernel drops
+/// the lock when the process dies, however it dies.
+struct NetLease {
+    octet: u8,
+    _lock: File,
+}
+
+impl NetLease {
+    const FIRST: usize = 20;
+    const COUNT: usize = 230;
+
+    fn take() -> NetLease {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = Path::new("/tmp/flakem-testbed-nets");
+        fs::create_dir_all(dir).expect("create /tmp/flakem-testbed-nets");
+        let start = std::process::id() as usize * 31 + NEXT.fetch_add(1, Ordering::Relaxed);
+        for i in 0..Self::COUNT {
+            let octet = (Self::FIRST + (start + i) % Self::COUNT) as u8;
+            let lock = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(dir.join(format!("127.0.{octet}")))
+                .expect("open a lease file");
+            // SAFETY: flock on a file descriptor we own.
+            if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                continue;
+            }
+            // Something left from elsewhere is listening there: not ours to use.
+            let probe = SocketAddr::from((Ipv4Addr::new(127, 0, octet, 1), 22));
+            if TcpStream::connect_timeout(&probe, Duration::from_millis(100)).is_ok() {
+                continue;
+            }
+            return NetLease { octet, _lock: lock };
+        }
+        panic!("no free loopback block 127.0.N.* (N in 20..250): too many test beds at once?");
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("create directory");
+    for entry in fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display())) {
+        let entry = entry.expect("directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).expect("copy a flake file");
+        }
+    }
+}
