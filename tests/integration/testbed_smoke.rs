@@ -88,6 +88,7 @@ fn host_is_private_and_runs_its_own_commands() {
             bin.join("systemctl"),
         ),
         ("command -v shutdown", bin.join("shutdown")),
+        ("command -v systemd-run", bin.join("systemd-run")),
     ] {
         assert_eq!(
             web1.run(command),

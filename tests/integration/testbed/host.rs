@@ -332,7 +332,14 @@ impl HostState {
         let scripts = Path::new(FIXTURES).join("host");
         install(&scripts.join("start"), &dir.join("start"));
         install(&scripts.join("sudo"), &dir.join("bin/sudo"));
-        for power in ["reboot", "poweroff", "halt", "shutdown", "systemctl"] {
+        for power in [
+            "reboot",
+            "poweroff",
+            "halt",
+            "shutdown",
+            "systemctl",
+            "systemd-run",
+        ] {
             install(&scripts.join("power"), &dir.join("bin").join(power));
         }
 

@@ -4,18 +4,25 @@
 //! Each host is an sshd on its own loopback address (`127.0.N.M`, N per bed) in its own mount
 //! and pid namespaces, with a private `/nix` (its own store and system profile), `/run`,
 //! `/var/lib`, `/root`, `/home`, boot id, and copies of the account files. Its own `sudo`
-//! (which keeps PATH), `reboot`, `poweroff`, `halt`, `shutdown` and `systemctl` come first on
-//! its PATH, so nothing run there reaches this machine. The test flake
-//! (tests/fixtures/flake) has `nixosConfigurations.<name>` for bigmachine, another-machine,
-//! web1, web2, db and spare, `darwinConfigurations.macbook`, and `homeConfigurations` for
-//! `root@bigmachine`, `alice@bigmachine` and `alice`; each builds in milliseconds.
+//! (which keeps PATH), `reboot`, `poweroff`, `halt`, `shutdown`, `systemctl` and `systemd-run`
+//! (which fails there) come first on its PATH, so nothing run there reaches this machine.
+//!
+//! The test flake (tests/fixtures/flake) has `nixosConfigurations.<name>` for bigmachine,
+//! another-machine, web1, web2, db and spare, `darwinConfigurations.macbook`, and
+//! `homeConfigurations` for `root@bigmachine`, `alice@bigmachine` and `alice`; each builds in
+//! milliseconds. A toplevel's `bin/switch-to-configuration` logs to the host's
+//! `/var/lib/flakem-test/activations` ([`Host::activations`]); `switch` and `test` point
+//! `/run/current-system` at it. At each new boot `/run/booted-system` and
+//! `/run/current-system` are the host's system profile.
 //!
 //! ```ignore
 //! let mut bed = TestBed::with_hosts(&["web1"]);
 //! let web1 = bed.host("web1");
-//! bed.set_generation("web1", "2");            // a new toplevel for web1
-//! let status = bed.command(flakem()).args(["switch-push", "web1"]).status().unwrap();
-//! assert_eq!(web1.readlink("/run/current-system"), Some(bed.toplevel("web1")));
+//! bed.set_generation("web1", "2"); // web1's next toplevel
+//! let expected = bed.toplevel("web1");
+//! let mut flakem = bed.command(env!("CARGO_BIN_EXE_flakem"));
+//! let output = output_with_deadline(flakem.args(["switch-push", "web1"]), deadline);
+//! assert_eq!(web1.readlink("/run/current-system"), Some(expected));
 //! web1.set_reboot(Reboot::SlowShutdown { accept_for: secs(2), down: millis(500) });
 //! ```
 //!
