@@ -40,8 +40,13 @@ pub fn run(plan: &Plan) -> Result<(), Error> {
         if let Step::CloseMaster { socket, cmd } = step
             && socket.exists()
         {
+            // Not registered with the signal handler: after Ctrl-C, this must still run.
             trace(cmd);
-            output(cmd).ok();
+            command(cmd)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .status()
+                .ok();
         }
     }
     result

@@ -4,7 +4,7 @@
 use crate::commands::{Action, Command};
 use crate::error::Error;
 use crate::grammar::Invocation;
-use crate::options::{DialectChoice, Settings, Timeout};
+use crate::options::{DialectChoice, GcAge, Settings, Timeout};
 use crate::target::{Host, Target};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,7 +22,7 @@ pub struct Job {
     pub sudo: bool,
     pub timeout: Timeout,
     /// `--gc-older-than`, unless `--no-gc` (or the command collects nothing).
-    pub gc_older_than: Option<String>,
+    pub gc_older_than: Option<GcAge>,
 }
 
 impl Job {

@@ -50,9 +50,10 @@ pub struct WaitOptions {
 /// Options of the reset commands.
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
 pub struct GcOptions {
-    /// Delete generations older than this after the reboot (days, as nix takes it: 15d)
+    /// Delete generations older than this after the reboot (days, as nix takes it: 15d; 0d
+    /// deletes every old generation)
     #[arg(long, default_value = "15d", value_name = "AGE", value_parser = parse_gc_age)]
-    pub gc_older_than: String,
+    pub gc_older_than: GcAge,
 
     /// Keep old generations: collect no garbage after the reboot
     #[arg(long)]
@@ -114,12 +115,26 @@ fn parse_timeout(s: &str) -> Result<Timeout, String> {
     Ok(Timeout((n > 0).then(|| Duration::from_secs(n * scale))))
 }
 
-fn parse_gc_age(s: &str) -> Result<String, String> {
-    match s.strip_suffix('d') {
-        Some(days) if !days.is_empty() && days.bytes().all(|b| b.is_ascii_digit()) => {
-            Ok(s.to_owned())
+fn parse_gc_age(s: &str) -> Result<GcAge, String> {
+    s.strip_suffix('d')
+        .filter(|days| !days.is_empty() && days.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|days| days.parse().ok())
+        .map(GcAge)
+        .ok_or_else(|| "nix takes ages in days only, like 15d".into())
+}
+
+/// How old a generation must be to be deleted, in days.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GcAge(pub u32);
+
+impl GcAge {
+    /// nix-collect-garbage's arguments for this age. nix refuses `0d` ("invalid number of
+    /// days"); deleting every old generation is `--delete-old`.
+    pub fn nix_args(self) -> Vec<String> {
+        match self.0 {
+            0 => vec!["--delete-old".to_owned()],
+            days => vec!["--delete-older-than".to_owned(), format!("{days}d")],
         }
-        _ => Err("nix takes ages in days only, like 15d".into()),
     }
 }
 
@@ -274,9 +289,20 @@ mod tests {
 
     #[test]
     fn gc_ages_are_days_only() {
-        assert_eq!(parse_gc_age("15d"), Ok("15d".into()));
-        assert_eq!(parse_gc_age("0d"), Ok("0d".into()));
-        for bad in ["15", "d", "2w", "15 d", "-1d", "1.5d", "15D"] {
+        assert_eq!(parse_gc_age("15d"), Ok(GcAge(15)));
+        assert_eq!(parse_gc_age("0d"), Ok(GcAge(0)));
+        assert_eq!(GcAge(15).nix_args(), ["--delete-older-than", "15d"]);
+        assert_eq!(GcAge(0).nix_args(), ["--delete-old"]);
+        for bad in [
+            "15",
+            "d",
+            "2w",
+            "15 d",
+            "-1d",
+            "1.5d",
+            "15D",
+            "99999999999d",
+        ] {
             assert!(parse_gc_age(bad).is_err(), "{bad}");
         }
     }

@@ -180,8 +180,13 @@ fn reset(job: &Job, ssh: &Ssh, sockets: &Sockets) -> Vec<Step> {
             ]],
         )),
     ];
-    if let Some(age) = &job.gc_older_than {
-        let gc = [sudo, &["nix-collect-garbage", "--delete-older-than", age]].concat();
+    if let Some(age) = job.gc_older_than {
+        let age_args = age.nix_args();
+        let gc: Vec<&str> = [sudo, &["nix-collect-garbage"]]
+            .concat()
+            .into_iter()
+            .chain(age_args.iter().map(String::as_str))
+            .collect();
         let prune = as_root(&["/run/current-system/bin/switch-to-configuration", "boot"]);
         steps.push(Step::Run(ssh.script(after, host, &[&gc])));
         steps.push(Step::Run(ssh.script(after, host, &[&prune])));

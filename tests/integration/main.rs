@@ -1,7 +1,8 @@
 //! flakem's integration tests: one binary. `support` runs flakem with a stand-in
 //! `nixos-rebuild`; `testbed` starts NixOS-like hosts (sshd in namespaces) for end-to-end tests.
 
+mod cli;
+mod e2e;
 mod support;
 mod testbed;
 mod testbed_smoke;
-mod cli;

@@ -1,0 +1,388 @@
+//! flakem end to end on the test bed: real nix, real sshd, the stand-in nixos-rebuild doing
+//! the real work, hosts that reboot as each test chooses.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{Outcome, fixtures};
+use crate::testbed::{Reboot, TestBed};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// A deadline for a whole flakem run on the bed; far above what any run needs.
+const RUN_DEADLINE: Duration = Duration::from_secs(120);
+
+/// flakem in the bed's environment, with the ng stand-in first on PATH and its temporary
+/// files (control sockets) under `tmp`, so leftovers can be found by path.
+fn flakem(bed: &TestBed, tmp: &Path, args: &[&str]) -> Command {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![fixtures().join("bin-ng")];
+    dirs.extend(std::env::split_paths(&path));
+    let mut cmd = bed.command(env!("CARGO_BIN_EXE_flakem"));
+    cmd.args(args)
+        .env("PATH", std::env::join_paths(dirs).unwrap())
+        .env("TMPDIR", tmp)
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn tmp_dir(bed: &TestBed) -> PathBuf {
+    let tmp = bed.dir().join("t");
+    std::fs::create_dir_all(&tmp).unwrap();
+    tmp
+}
+
+fn run(bed: &TestBed, args: &[&str]) -> Outcome {
+    let tmp = tmp_dir(bed);
+    let out = crate::testbed::output_with_deadline(&mut flakem(bed, &tmp, args), RUN_DEADLINE);
+    let outcome = Outcome::from(out);
+    assert_no_leftovers(&tmp);
+    outcome
+}
+
+/// No process whose command line names `dir` (an ssh control master, a child) is left.
+fn assert_no_leftovers(dir: &Path) {
+    let needle = dir.to_string_lossy().into_owned();
+    let stragglers = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+                let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                cmdline
+                    .contains(&needle)
+                    .then_some(format!("{pid}: {cmdline}"))
+            })
+            .collect::<Vec<_>>()
+    };
+    // A master that was told to exit may take a moment to go.
+    let deadline = std::time::Instant::now() + 5 * SECOND;
+    loop {
+        let left = stragglers();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: {left:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn deployed_generation(bed: &mut TestBed, name: &str, generation: &str) -> String {
+    bed.set_generation(name, generation);
+    bed.toplevel(name)
+}
+
+#[test]
+fn build_builds_here() {
+    let bed = TestBed::new();
+    let out = run(&bed, &["build", "bigmachine"]);
+    out.status(0);
+    let result = std::fs::read_link(bed.flake_dir().join("result")).unwrap();
+    assert_eq!(result.to_string_lossy(), bed.toplevel("bigmachine"));
+}
+
+#[test]
+fn build_there_builds_on_the_host() {
+    let mut bed = TestBed::with_hosts(&["web1"]);
+    let web1 = bed.host("web1");
+    let system = deployed_generation(&mut bed, "web1", "there");
+    run(&bed, &["build-there", "web1"]).status(0);
+    assert!(web1.store_has(&system));
+    assert_eq!(
+        web1.readlink("/nix/var/nix/profiles/system"),
+        None,
+        "nothing activated"
+    );
+}
+
+#[test]
+fn switch_push_and_pull_switch_and_boot() {
+    let mut bed = TestBed::with_hosts(&["web1", "web2"]);
+    for (command, host) in [("switch-push", "web1"), ("switch-pull", "web2")] {
+        let h = bed.host(host);
+        let first = deployed_generation(&mut bed, host, "1");
+        run(&bed, &[command, host]).status(0);
+        assert_eq!(
+            h.readlink("/nix/var/nix/profiles/system").as_deref(),
+            Some(first.as_str())
+        );
+        assert_eq!(
+            h.readlink("/run/current-system").as_deref(),
+            Some(first.as_str())
+        );
+        assert!(
+            h.store_has(&first),
+            "the closure is in the host's own store"
+        );
+
+        let second = deployed_generation(&mut bed, host, "2");
+        run(&bed, &[command, "boot", host]).status(0);
+        assert_eq!(
+            h.readlink("/nix/var/nix/profiles/system").as_deref(),
+            Some(second.as_str())
+        );
+        assert_eq!(
+            h.readlink("/run/current-system").as_deref(),
+            Some(first.as_str()),
+            "boot activates nothing now"
+        );
+        assert_eq!(
+            h.activations().last().map(String::as_str),
+            Some(format!("boot {second}").as_str())
+        );
+    }
+}
+
+/// Deploys generation 1 with a plain switch, then resets to generation 2.
+fn reset(
+    bed: &mut TestBed,
+    command: &str,
+    host: &str,
+    extra: &[&str],
+) -> (String, String, Outcome) {
+    let first = deployed_generation(bed, host, "1");
+    run(bed, &["switch-push", host]).status(0);
+    let second = deployed_generation(bed, host, "2");
+    let args = [&[command, "--gc-older-than", "0d"][..], extra, &[host]].concat();
+    (first, second, run(bed, &args))
+}
+
+#[test]
+fn resets_reboot_verify_and_collect() {
+    let mut bed = TestBed::with_hosts(&["web1", "web2"]);
+    for (command, host) in [("switch-push-reset", "web1"), ("switch-pull-reset", "web2")] {
+        let h = bed.host(host);
+        h.set_reboot(Reboot::Down(Duration::from_millis(500)));
+        let boot_before = h.boot_id();
+        let (first, second, out) = reset(&mut bed, command, host, &[]);
+        out.status(0);
+        let boot_after = h.boot_id();
+        assert_ne!(boot_before, boot_after);
+        assert_eq!(
+            h.readlink("/run/booted-system").as_deref(),
+            Some(second.as_str())
+        );
+        assert_eq!(
+            h.readlink("/run/current-system").as_deref(),
+            Some(second.as_str())
+        );
+        assert_eq!(
+            h.readlink("/nix/var/nix/profiles/system").as_deref(),
+            Some(second.as_str())
+        );
+        assert!(
+            !h.store_has(&first),
+            "the previous generation was collected"
+        );
+        let report = out
+            .messages()
+            .into_iter()
+            .last()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            report.contains(&format!(
+                "rebooted from boot id {boot_before} to {boot_after}, running {second}"
+            )),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(
+            h.activations().last().map(String::as_str),
+            Some(format!("boot {second}").as_str()),
+            "the boot menu was pruned"
+        );
+    }
+}
+
+#[test]
+fn a_failed_rebuild_never_reboots() {
+    let mut bed = TestBed::with_hosts(&["web1"]);
+    let h = bed.host("web1");
+    let boot = h.boot_id();
+    bed.set_generation("web1", "never-built");
+    // No build slots and no substituters: nix cannot build the new generation.
+    let out = run(&bed, &["switch-push-reset", "web1", "--max-jobs", "0"]);
+    assert_ne!(out.status, Some(0));
+    assert!(!out.stderr.contains("reboot"), "{}", out.stderr);
+    assert_eq!(h.boot_id(), boot);
+    assert!(h.activations().is_empty());
+}
+
+#[test]
+fn a_host_that_never_returns_times_out_and_nothing_is_collected() {
+    let mut bed = TestBed::with_hosts(&["web1"]);
+    let h = bed.host("web1");
+    h.set_reboot(Reboot::Never);
+    let (first, _, out) = reset(&mut bed, "switch-push-reset", "web1", &["--timeout", "3s"]);
+    out.status(3);
+    assert!(
+        out.messages()[0].contains("web1 did not answer as expected within 3s"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("nix-collect-garbage"));
+    h.start();
+    assert!(h.store_has(&first), "nothing was collected");
+}
+
+#[test]
+fn the_same_boot_id_is_not_a_reboot() {
+    let mut bed = TestBed::with_hosts(&["web1"]);
+    let h = bed.host("web1");
+    h.set_reboot(Reboot::SameBootId(Duration::from_millis(300)));
+    let (first, _, out) = reset(&mut bed, "switch-push-reset", "web1", &["--timeout", "4s"]);
+    out.status(3);
+    assert!(
+        out.stderr.contains("still on the old boot id"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("nix-collect-garbage"));
+    assert!(h.store_has(&first));
+}
+
+#[test]
+fn a_slow_shutdown_is_waited_out() {
+    let mut bed = TestBed::with_hosts(&["web1"]);
+    let h = bed.host("web1");
+    h.set_reboot(Reboot::SlowShutdown {
+        accept_for: Duration::from_millis(2500),
+        down: Duration::from_millis(300),
+    });
+    let boot_before = h.boot_id();
+    let (first, second, out) = reset(&mut bed, "switch-push-reset", "web1", &[]);
+    out.status(0);
+    assert!(
+        out.stderr.contains("still on the old boot id"),
+        "the old boot answered: {}",
+        out.stderr
+    );
+    let boot_after = h.boot_id();
+    assert_ne!(boot_before, boot_after);
+    // Garbage is collected only after the old boot id was turned away.
+    let turned_away = out.stderr.rfind("still on the old boot id").unwrap();
+    let collected = out.stderr.find("nix-collect-garbage").unwrap();
+    assert!(turned_away < collected);
+    assert_eq!(
+        h.readlink("/run/booted-system").as_deref(),
+        Some(second.as_str())
+    );
+    assert!(!h.store_has(&first));
+}
+
+#[test]
+fn a_host_that_refuses_our_key_came_back_wrong() {
+    let mut bed = TestBed::with_hosts(&["web1"]);
+    let h = bed.host("web1");
+    h.set_reboot(Reboot::RefuseKey(Duration::from_millis(300)));
+    let (first, _, out) = reset(&mut bed, "switch-push-reset", "web1", &[]);
+    out.status(4);
+    let message = out.messages()[0];
+    assert!(
+        message.contains("came back but refuses us") && message.contains("Permission denied"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("nix-collect-garbage"));
+    let _ = first;
+}
+
+/// A flakem started in the background; killed and reaped if the test fails first.
+struct Started {
+    child: Child,
+    stderr: BufReader<std::process::ChildStderr>,
+    seen: String,
+}
+
+impl Started {
+    /// Starts flakem and returns once it printed a line containing `needle` on stderr.
+    fn until(cmd: &mut Command, needle: &str) -> Started {
+        let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut started = Started {
+            child,
+            stderr,
+            seen: String::new(),
+        };
+        let deadline = std::time::Instant::now() + RUN_DEADLINE;
+        loop {
+            let mut line = String::new();
+            let read = started.stderr.read_line(&mut line).unwrap();
+            assert!(read > 0, "flakem ended first:\n{}", started.seen);
+            started.seen.push_str(&line);
+            if line.contains(needle) {
+                return started;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no `{needle}` in:\n{}",
+                started.seen
+            );
+        }
+    }
+
+    fn interrupt(&self) {
+        // SAFETY: kill(2) on the child this test started and has not reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+    }
+
+    /// Its exit status and everything it printed on stderr.
+    fn finish(mut self) -> (Option<i32>, String) {
+        let mut seen = std::mem::take(&mut self.seen);
+        self.stderr.read_to_string(&mut seen).unwrap();
+        (self.child.wait().unwrap().code(), seen)
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+#[test]
+fn ctrl_c_during_the_wait_leaves_nothing_behind() {
+    let mut bed = TestBed::with_hosts(&["web1"]);
+    let h = bed.host("web1");
+    h.set_reboot(Reboot::Never);
+    deployed_generation(&mut bed, "web1", "1");
+    let tmp = tmp_dir(&bed);
+    let mut cmd = flakem(&bed, &tmp, &["switch-push-reset", "web1"]);
+    let flakem = Started::until(&mut cmd, "does not accept connections yet");
+    flakem.interrupt();
+    let (status, seen) = flakem.finish();
+    assert_eq!(status, Some(130), "{seen}");
+    assert!(seen.contains("flakem: interrupted"));
+    assert_no_leftovers(&tmp);
+}
+
+#[test]
+fn ssh_wait_for_a_host_that_comes_up_late_and_one_that_never_does() {
+    let bed = TestBed::with_hosts(&["web1"]);
+    let h = bed.host("web1");
+    h.stop();
+    let tmp = tmp_dir(&bed);
+    let mut cmd = flakem(&bed, &tmp, &["ssh-wait", "web1", "exit", "7"]);
+    let flakem = Started::until(&mut cmd, "does not accept connections yet");
+    h.start();
+    let (status, seen) = flakem.finish();
+    assert_eq!(status, Some(7), "the remote command's status: {seen}");
+
+    h.stop();
+    let out = run(&bed, &["ssh-wait", "--timeout", "2s", "web1"]);
+    out.status(3);
+    assert!(
+        out.messages()[0].contains("web1 did not answer as expected within 2s"),
+        "{}",
+        out.stderr
+    );
+}
