@@ -1,6 +1,7 @@
 //! flakem: deploy NixOS machines declared in a flake. One binary, many names: started through
 //! a link named after a command, it is that command.
 
+mod assets;
 mod commands;
 mod dialect;
 mod error;
@@ -39,6 +40,11 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), Error> {
+    assets::complete_from_env();
+    // For packaging: the man pages, generated from the same definitions as the binary.
+    if let Some(dir) = std::env::var_os("FLAKEM_GENERATE_MAN") {
+        return Ok(assets::generate(Path::new(&dir))?);
+    }
     let mut args = std::env::args_os();
     let called_as = args.next().as_deref().and_then(|a| {
         Path::new(a)

@@ -95,47 +95,6 @@ fn every_command_legacy() {
     insta::assert_snapshot!(all(Dialect::Legacy));
 }
 
-fn rebuild_line(dialect: Dialect, args: &[&str]) -> String {
-    let cx = Context {
-        dialect,
-        ssh: &Ssh::default(),
-        control_dir: PathBuf::new(),
-    };
-    match &plan(&job(args), &cx).steps[0] {
-        Step::Run(cmd) => cmd.to_string(),
-        other => panic!("{other:?}"),
-    }
-}
-
-/// The "done when", to the letter.
-#[test]
-fn the_exact_nixos_rebuild_lines() {
-    let cases = [
-        (
-            &["switch-pull", "myname@bigmachine", "--show-trace"][..],
-            "nixos-rebuild switch {} --build-host myname@bigmachine --target-host myname@bigmachine --flake .#bigmachine --show-trace",
-        ),
-        (
-            &["switch-push", "boot", "bigmachine"],
-            "nixos-rebuild boot {} --target-host bigmachine --flake .#bigmachine",
-        ),
-        (
-            &["build-there", "root@10.3.2.1", "another-machine", "-L"],
-            "nixos-rebuild build {} --build-host root@10.3.2.1 --target-host root@10.3.2.1 --flake .#another-machine -L",
-        ),
-        (
-            &["switch-pull-reset", "root@10.3.2.1", "another-machine"],
-            "nixos-rebuild boot {} --build-host root@10.3.2.1 --target-host root@10.3.2.1 --flake .#another-machine",
-        ),
-    ];
-    for (args, line) in cases {
-        let ng = line.replace("{}", "--no-reexec --sudo --use-substitutes");
-        assert_eq!(rebuild_line(Dialect::Ng, args), ng);
-        let legacy = line.replace("{}", "--fast --use-remote-sudo --use-substitutes");
-        assert_eq!(rebuild_line(Dialect::Legacy, args), legacy);
-    }
-}
-
 #[test]
 fn nix_options_pass_verbatim_and_last() {
     let tricky = [
