@@ -101,6 +101,11 @@ impl Command {
         matches!(self, Command::SwitchPullReset | Command::SwitchPushReset)
     }
 
+    /// Commands that build here and activate elsewhere: they may build on a third host.
+    pub fn pushes(self) -> bool {
+        self.hosts() == Some(Hosts::Push)
+    }
+
     /// Commands that wait for a host, and so take `--timeout`.
     pub fn waits(self) -> bool {
         self.resets() || self == Command::SshWait

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::console::Console;
 use crate::error::Error;
 use crate::exec;
 use crate::plan::Cmd;
@@ -59,7 +60,7 @@ pub const PROBE_ENV: [(&str, &str); 2] = [("MANPAGER", "cat"), ("PAGER", "cat")]
 
 /// Finds out which nixos-rebuild is on PATH: from its store path when that tells, else by
 /// the probe. Called once per run.
-pub fn detect() -> Result<Dialect, Error> {
+pub fn detect(console: &Console) -> Result<Dialect, Error> {
     let found = which::which("nixos-rebuild").map_err(|_| exec::missing("nixos-rebuild"))?;
     let resolved = found.canonicalize().unwrap_or(found);
     if let Some(d) = Dialect::from_store_path(&resolved.to_string_lossy()) {
@@ -73,7 +74,7 @@ pub fn detect() -> Result<Dialect, Error> {
         env,
         argv: argv.map(str::to_owned).collect(),
     };
-    exec::trace(&probe);
+    console.trace(&probe);
     let out = exec::output(&probe)?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     Dialect::from_probe(out.status.code(), &stderr).ok_or_else(|| {

@@ -25,6 +25,9 @@ pub enum Error {
     /// A check before the build failed.
     #[error("{0}")]
     Check(String),
+    /// Some hosts of several failed; the summary says which.
+    #[error("{0}")]
+    HostsFailed(String),
     #[error("interrupted")]
     Interrupted,
     /// Anything else that went wrong on this machine (a temp dir, a pipe).
@@ -42,6 +45,7 @@ impl Error {
             Error::Timeout(_) => 3,
             Error::CameBackWrong(_) => 4,
             Error::Check(_) => 5,
+            Error::HostsFailed(_) => 1,
             Error::Interrupted => 130,
             Error::Io(_) => 1,
         }

@@ -1,11 +1,11 @@
 //! The executor: prints each step's processes (`+ ...` on stderr) and runs them, stopping at
 //! the first failure with that step's status. It decides nothing the plan did not say.
 
-use std::io::Write;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::console::{Console, Stream};
 use crate::error::Error;
 use crate::options::Timeout;
 use crate::plan::{Cmd, Plan, Step};
@@ -21,7 +21,7 @@ const TRY_EVERY_UNPROBED: Duration = Duration::from_secs(1);
 /// While the port stays closed, a line this often shows the wait is alive.
 const SAY_CLOSED_EVERY: Duration = Duration::from_secs(5);
 
-/// What the steps of a reset learn as they go.
+/// What the steps of a plan learn as they go.
 #[derive(Default)]
 struct Learnt {
     boot_id: Option<String>,
@@ -29,157 +29,288 @@ struct Learnt {
     new_boot_id: Option<String>,
 }
 
-pub fn run(plan: &Plan) -> Result<(), Error> {
-    let started = Instant::now();
-    let mut learnt = Learnt::default();
-    let result = plan
-        .steps
-        .iter()
-        .try_for_each(|step| run_step(step, &mut learnt, started));
-    for step in &plan.finally {
-        if let Step::CloseMaster { socket, cmd } = step
-            && socket.exists()
-        {
-            // Not registered with the signal handler: after Ctrl-C, this must still run.
-            trace(cmd);
-            command(cmd)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .status()
-                .ok();
-        }
-    }
-    result
+/// Runs one host's plan, printing through its console.
+pub struct Executor<'a> {
+    console: &'a Console,
+    learnt: Learnt,
+    started: Instant,
 }
 
-fn run_step(step: &Step, learnt: &mut Learnt, started: Instant) -> Result<(), Error> {
-    match step {
-        Step::Run(cmd) => {
-            trace(cmd);
-            let status = spawn(cmd, &mut command(cmd))?.wait()?;
-            check(cmd, status)
+/// The step a plan stopped at, and why.
+#[derive(Debug)]
+pub struct Failure {
+    pub step: String,
+    pub error: Error,
+}
+
+impl<'a> Executor<'a> {
+    pub fn new(console: &'a Console) -> Executor<'a> {
+        Executor {
+            console,
+            learnt: Learnt::default(),
+            started: Instant::now(),
         }
-        Step::ReadBootState(cmd) => {
-            let out = traced_output(cmd)?;
-            check(cmd, out.status)?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-            learnt.boot_id = lines.next().map(str::to_owned);
-            learnt.system = lines.next().map(str::to_owned);
-            if learnt.system.is_none() {
-                return Err(Error::Check(format!(
-                    "could not read the boot id and system profile: {}",
-                    text.trim()
-                )));
+    }
+
+    /// Runs `steps` in order, stopping at the first that fails.
+    pub fn run(&mut self, steps: &[Step]) -> Result<(), Failure> {
+        steps.iter().try_for_each(|step| {
+            self.step(step).map_err(|error| Failure {
+                step: step.name(),
+                error,
+            })
+        })
+    }
+
+    /// Closes the control masters a plan may have left open; after Ctrl-C too.
+    pub fn finish(&self, plan: &Plan) {
+        for step in &plan.finally {
+            if let Step::CloseMaster { socket, cmd } = step
+                && socket.exists()
+            {
+                // Not registered with the signal handler: after Ctrl-C, this must still run.
+                self.console.trace(cmd);
+                command(cmd)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .status()
+                    .ok();
             }
-            Ok(())
         }
-        Step::Reboot(cmd) => {
-            trace(cmd);
-            let status = spawn(cmd, &mut command(cmd))?.wait()?;
-            match status.code() {
-                Some(255) => Ok(()),
-                _ => check(cmd, status),
+    }
+
+    /// The system the host runs after the plan, when a step read it.
+    pub fn system(&self) -> Option<&str> {
+        self.learnt.system.as_deref()
+    }
+
+    fn step(&mut self, step: &Step) -> Result<(), Error> {
+        let console = self.console;
+        match step {
+            Step::Run(cmd) => {
+                console.trace(cmd);
+                let status = self.streamed(cmd)?;
+                check(cmd, status)
             }
-        }
-        Step::CloseMaster { cmd, .. } => {
-            trace(cmd);
-            output(cmd).map(drop)
-        }
-        Step::WaitForNewBoot {
-            host,
-            resolve,
-            attempt,
-            close,
-            timeout,
-            ..
-        } => {
-            let old = learnt.boot_id.clone().unwrap_or_default();
-            let mut wait = Wait::start(host, resolve, *timeout)?;
-            trace(attempt);
-            loop {
-                wait.until_try()?;
-                let out = output(attempt)?;
+            Step::CheckHost {
+                host,
+                sudo,
+                reboots,
+                cmd,
+            } => {
+                let out = self.captured(cmd)?;
                 let err = String::from_utf8_lossy(&out.stderr);
                 match out.status.code() {
-                    Some(0) => {
-                        let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-                        if id != old {
-                            learnt.new_boot_id = Some(id);
-                            return Ok(());
-                        }
-                        wait.say(&format!("still on the old boot id {old}"));
-                        trace(close);
-                        output(close)?;
+                    Some(0) if *reboots => {
+                        let id = String::from_utf8_lossy(&out.stdout);
+                        refuse_this_machine(host, id.lines().next())
                     }
-                    Some(255) if came_back_wrong(&err) => {
-                        return Err(Error::CameBackWrong(format!(
-                            "{host} came back but refuses us: {}",
-                            last_line(&err)
-                        )));
-                    }
-                    Some(255) => wait.say(last_line(&err)),
-                    _ => return check(attempt, out.status),
+                    Some(0) => Ok(()),
+                    Some(255) => Err(Error::Check(format!(
+                        "{host} does not answer ssh: {}; {}",
+                        last_line(&err),
+                        ssh_advice(host, &err)
+                    ))),
+                    _ if *sudo => Err(Error::Check(format!(
+                        "sudo on {host} wants a password ({}): allow this login passwordless \
+                         sudo, log in as root (root@{}), or pass --no-sudo",
+                        last_line(&err),
+                        host.without_user()
+                    ))),
+                    _ => check(cmd, out.status),
                 }
             }
-        }
-        Step::VerifyBooted(cmd) => {
-            let out = traced_output(cmd)?;
-            check(cmd, out.status)?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            let paths: Vec<&str> = text.lines().map(str::trim).collect();
-            let want = learnt.system.as_deref().unwrap_or_default();
-            if paths.len() != 2 || paths.iter().any(|p| *p != want) {
-                return Err(Error::CameBackWrong(format!(
-                    "the host did not boot the deployed system {want}: booted-system is {}, \
-                     current-system is {}; nothing was collected",
-                    paths.first().unwrap_or(&"?"),
-                    paths.get(1).unwrap_or(&"?"),
-                )));
-            }
-            Ok(())
-        }
-        Step::WaitForSsh {
-            host,
-            resolve,
-            attempt,
-            timeout,
-        } => {
-            let mut wait = Wait::start(host, resolve, *timeout)?;
-            trace(attempt);
-            loop {
-                wait.until_try()?;
-                // The user's command talks to the terminal; only ssh's own failures are kept.
-                let mut child = command(attempt);
-                child.stderr(Stdio::piped());
-                let mut running = spawn(attempt, &mut child)?;
-                let stderr = running.child().stderr.take();
-                let tail = forward_stderr(stderr);
-                let status = running.wait()?;
-                if signals::interrupted() {
-                    return Err(Error::Interrupted);
+            Step::ReadBootState(cmd) => {
+                let out = self.captured(cmd)?;
+                check(cmd, out.status)?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+                self.learnt.boot_id = lines.next().map(str::to_owned);
+                self.learnt.system = lines.next().map(str::to_owned);
+                if self.learnt.system.is_none() {
+                    return Err(Error::Check(format!(
+                        "could not read the boot id and system profile: {}",
+                        text.trim()
+                    )));
                 }
+                let host = cmd
+                    .argv
+                    .iter()
+                    .rev()
+                    .nth(1)
+                    .map_or("the host", String::as_str);
+                refuse_this_machine(host, lines.next())
+            }
+            Step::ReadSystem(cmd) => {
+                let out = self.captured(cmd)?;
+                check(cmd, out.status)?;
+                let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                self.learnt.system = Some(text).filter(|t| !t.is_empty());
+                Ok(())
+            }
+            Step::Reboot(cmd) => {
+                console.trace(cmd);
+                let status = self.streamed(cmd)?;
                 match status.code() {
-                    Some(255) => wait.say(&tail),
-                    _ => return check(attempt, status),
+                    Some(255) => Ok(()),
+                    _ => check(cmd, status),
                 }
             }
+            Step::CloseMaster { cmd, .. } => {
+                console.trace(cmd);
+                output(cmd).map(drop)
+            }
+            Step::WaitForNewBoot {
+                host,
+                resolve,
+                attempt,
+                close,
+                timeout,
+                ..
+            } => {
+                let old = self.learnt.boot_id.clone().unwrap_or_default();
+                let mut wait = Wait::start(self, host, resolve, *timeout)?;
+                console.trace(attempt);
+                loop {
+                    wait.until_try()?;
+                    let out = output(attempt)?;
+                    let err = String::from_utf8_lossy(&out.stderr);
+                    match out.status.code() {
+                        Some(0) => {
+                            let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                            if id != old {
+                                self.learnt.new_boot_id = Some(id);
+                                return Ok(());
+                            }
+                            wait.say(&format!("still on the old boot id {old}"));
+                            console.trace(close);
+                            output(close)?;
+                        }
+                        Some(255) if came_back_wrong(&err) => {
+                            return Err(Error::CameBackWrong(format!(
+                                "{host} came back but refuses us: {}",
+                                last_line(&err)
+                            )));
+                        }
+                        Some(255) => wait.say(last_line(&err)),
+                        _ => return check(attempt, out.status),
+                    }
+                }
+            }
+            Step::VerifyBooted(cmd) => {
+                let out = self.captured(cmd)?;
+                check(cmd, out.status)?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                let paths: Vec<&str> = text.lines().map(str::trim).collect();
+                let want = self.learnt.system.as_deref().unwrap_or_default();
+                if paths.len() != 2 || paths.iter().any(|p| *p != want) {
+                    return Err(Error::CameBackWrong(format!(
+                        "the host did not boot the deployed system {want}: booted-system is {}, \
+                         current-system is {}; nothing was collected",
+                        paths.first().unwrap_or(&"?"),
+                        paths.get(1).unwrap_or(&"?"),
+                    )));
+                }
+                Ok(())
+            }
+            Step::WaitForSsh {
+                host,
+                resolve,
+                attempt,
+                timeout,
+            } => {
+                let mut wait = Wait::start(self, host, resolve, *timeout)?;
+                console.trace(attempt);
+                loop {
+                    wait.until_try()?;
+                    // The user's command talks to the terminal; ssh's own failures are kept.
+                    let mut child = command(attempt);
+                    console.attach(&mut child);
+                    child.stderr(Stdio::piped());
+                    let mut running = spawn(attempt, &mut child)?;
+                    let stdout = running.child().stdout.take();
+                    let stderr = running.child().stderr.take();
+                    let last = console.pump(stdout, stderr);
+                    let status = running.wait()?;
+                    if signals::interrupted() {
+                        return Err(Error::Interrupted);
+                    }
+                    match status.code() {
+                        Some(255) if last.is_empty() => wait.say("no answer"),
+                        Some(255) => wait.say(&last),
+                        _ => return check(attempt, status),
+                    }
+                }
+            }
+            Step::Report { host } => {
+                console.say(&format!(
+                    "{host} rebooted from boot id {} to {}, running {}, in {:.1}s",
+                    self.learnt.boot_id.as_deref().unwrap_or("?"),
+                    self.learnt.new_boot_id.as_deref().unwrap_or("?"),
+                    self.learnt.system.as_deref().unwrap_or("?"),
+                    self.started.elapsed().as_secs_f64()
+                ));
+                Ok(())
+            }
         }
-        Step::Report { host } => {
-            eprintln!(
-                "flakem: {host} rebooted from boot id {} to {}, running {}, in {:.1}s",
-                learnt.boot_id.as_deref().unwrap_or("?"),
-                learnt.new_boot_id.as_deref().unwrap_or("?"),
-                learnt.system.as_deref().unwrap_or("?"),
-                started.elapsed().as_secs_f64()
-            );
-            Ok(())
-        }
+    }
+
+    /// Runs `cmd` with its output shown through the console.
+    fn streamed(&self, cmd: &Cmd) -> Result<ExitStatus, Error> {
+        let mut child = command(cmd);
+        self.console.attach(&mut child);
+        let mut running = spawn(cmd, &mut child)?;
+        let stdout = running.child().stdout.take();
+        let stderr = running.child().stderr.take();
+        self.console.pump(stdout, stderr);
+        Ok(running.wait()?)
+    }
+
+    /// [`output`] after its `+ ` line, with the child's stderr shown.
+    pub fn captured(&self, cmd: &Cmd) -> Result<Output, Error> {
+        self.console.trace(cmd);
+        let out = output(cmd)?;
+        self.console.pass(Stream::Err, &out.stderr);
+        Ok(out)
+    }
+}
+
+/// Refuses to go on when `machine_id` is this machine's: flakem never reboots the machine
+/// it runs on.
+fn refuse_this_machine(
+    host: impl std::fmt::Display,
+    machine_id: Option<&str>,
+) -> Result<(), Error> {
+    let here = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+    match machine_id.map(str::trim) {
+        Some(id) if !id.is_empty() && id == here.trim() => Err(Error::Check(format!(
+            "{host} is this machine (same /etc/machine-id): flakem does not reboot the \
+             machine it runs on"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// What to do about the usual reasons ssh fails.
+fn ssh_advice(host: &Host, stderr: &str) -> String {
+    let name = host.without_user();
+    if stderr.contains("Host key verification failed") || stderr.contains("host key") {
+        format!("its host key is not known: check it, then accept it once with `ssh {host} true`")
+    } else if stderr.contains("Permission denied") {
+        format!(
+            "it refused our key: install it with `ssh-copy-id {host}`, or name the key as \
+             IdentityFile for {name} in ~/.ssh/config"
+        )
+    } else if stderr.contains("Could not resolve") {
+        format!("{name} is neither a known host name nor an ssh config alias")
+    } else {
+        format!("is {name} up and reachable? (`flakem ssh-wait {host}` waits for it)")
     }
 }
 
 /// A bounded wait for a host: TCP probes of its ssh port, spaced ssh tries, a deadline.
 struct Wait<'a> {
+    console: &'a Console,
     host: &'a Host,
     timeout: Timeout,
     address: Option<SocketAddr>,
@@ -190,10 +321,16 @@ struct Wait<'a> {
 }
 
 impl<'a> Wait<'a> {
-    fn start(host: &'a Host, resolve: &Cmd, timeout: Timeout) -> Result<Wait<'a>, Error> {
-        let out = traced_output(resolve)?;
+    fn start(
+        executor: &Executor<'a>,
+        host: &'a Host,
+        resolve: &Cmd,
+        timeout: Timeout,
+    ) -> Result<Wait<'a>, Error> {
+        let out = executor.captured(resolve)?;
         check(resolve, out.status)?;
         Ok(Wait {
+            console: executor.console,
             host,
             timeout,
             address: probe_address(&String::from_utf8_lossy(&out.stdout)),
@@ -243,7 +380,8 @@ impl<'a> Wait<'a> {
     }
 
     fn say(&self, what: &str) {
-        eprintln!("[{}] {}: try {}: {what}", clock(), self.host, self.tries);
+        let line = format!("[{}] {}: try {}: {what}", clock(), self.host, self.tries);
+        self.console.line(Stream::Err, &line);
     }
 }
 
@@ -298,31 +436,6 @@ fn clock() -> String {
     )
 }
 
-/// Passes a child's stderr on as it comes, keeping its last line.
-fn forward_stderr(pipe: Option<std::process::ChildStderr>) -> String {
-    use std::io::BufRead;
-    let mut last = String::new();
-    if let Some(pipe) = pipe {
-        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-            eprintln!("{line}");
-            if !line.trim().is_empty() {
-                last = line;
-            }
-        }
-    }
-    if last.is_empty() {
-        "no answer".into()
-    } else {
-        last
-    }
-}
-
-/// The `+ ` line of a process, on stderr, just before it starts.
-pub fn trace(cmd: &Cmd) {
-    let mut err = std::io::stderr().lock();
-    writeln!(err, "+ {cmd}").ok();
-}
-
 fn command(cmd: &Cmd) -> Command {
     let mut c = Command::new(cmd.program());
     c.args(&cmd.argv[1..])
@@ -343,14 +456,6 @@ pub fn output(cmd: &Cmd) -> Result<Output, Error> {
     if signals::interrupted() {
         return Err(Error::Interrupted);
     }
-    Ok(out)
-}
-
-/// [`output`] after its `+ ` line, with the child's stderr passed on.
-pub fn traced_output(cmd: &Cmd) -> Result<Output, Error> {
-    trace(cmd);
-    let out = output(cmd)?;
-    std::io::stderr().write_all(&out.stderr).ok();
     Ok(out)
 }
 

@@ -8,7 +8,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::console::{Console, Stream};
 use crate::error::Error;
+use crate::exec;
 use crate::plan::Cmd;
 use crate::suggest;
 use crate::target::Target;
@@ -52,7 +54,22 @@ pub fn eval_names(flake: &str, cwd: &Path) -> Cmd {
     Cmd::new(argv.map(str::to_owned).to_vec())
 }
 
-pub fn parse_names(json: &str) -> Result<Names, Error> {
+/// Runs the evaluation and reads its answer.
+pub fn read_names(flake: &str, console: &Console) -> Result<Names, Error> {
+    let eval = eval_names(flake, &std::env::current_dir()?);
+    console.trace(&eval);
+    let out = exec::output(&eval)?;
+    console.pass(Stream::Err, &out.stderr);
+    if !out.status.success() {
+        return Err(Error::Check(format!(
+            "cannot read the flake {flake} (nix eval exited with {}; its message is above)",
+            out.status
+        )));
+    }
+    parse_names(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_names(json: &str) -> Result<Names, Error> {
     serde_json::from_str(json)
         .map_err(|e| Error::Check(format!("cannot read nix eval's answer ({e}): {json}")))
 }

@@ -1,18 +1,20 @@
 //! A checked invocation: the grammar's words turned into names flakem can act on. Everything
 //! a user typed is validated here, before anything runs.
 
+use std::path::PathBuf;
+
 use crate::commands::{Action, Command};
 use crate::error::Error;
 use crate::grammar::Invocation;
 use crate::options::{DialectChoice, GcAge, Settings, Timeout};
-use crate::target::{Host, Target};
+use crate::target::{Host, HostSpec, Target};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Job {
     pub command: Command,
     pub action: Action,
-    pub host: Host,
-    /// The configuration name; `None` only for `ssh-wait`, which needs no flake.
+    pub hosts: HostSpec,
+    /// An explicit `FLAKE_TARGET` (one host only).
     pub target: Option<Target>,
     /// `NIX_OPTIONS`, or `ssh-wait`'s `CMD...`, verbatim.
     pub rest: Vec<String>,
@@ -20,40 +22,107 @@ pub struct Job {
     pub dialect: DialectChoice,
     pub dry_run: bool,
     pub sudo: bool,
+    pub check: bool,
     pub timeout: Timeout,
     /// `--gc-older-than`, unless `--no-gc` (or the command collects nothing).
     pub gc_older_than: Option<GcAge>,
+    pub build_host: Option<Host>,
+    pub jobs: Option<usize>,
+    pub json: bool,
+    pub log_dir: Option<PathBuf>,
 }
+
+/// One host of a job and the configuration it gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Machine {
+    pub host: Host,
+    /// `None` only for `ssh-wait`, which needs no flake.
+    pub target: Option<Target>,
+}
+
+/// At most this many hosts at a time unless `--jobs` says otherwise.
+const DEFAULT_JOBS: usize = 8;
 
 impl Job {
     /// `local_host` is this machine's short hostname, the host of `build` and `switch`
     /// when none is given.
     pub fn resolve(inv: Invocation, settings: Settings, local_host: &str) -> Result<Job, Error> {
-        let host = Host::parse(inv.host.as_deref().unwrap_or(local_host))?;
-        let target = match (inv.command, &inv.target) {
-            (Command::SshWait, _) => None,
+        let command = inv.command;
+        let hosts = HostSpec::parse(inv.host.as_deref().unwrap_or(local_host))?;
+        if hosts.single().is_none() {
+            if command.host_is_optional() {
+                return Err(Error::Usage(format!(
+                    "{command} takes one host: several would share one ./result"
+                )));
+            }
+            if let Some(t) = &inv.target {
+                return Err(Error::Usage(format!(
+                    "FLAKE_TARGET {t:?} goes with one host, not {hosts}: each host deploys \
+                     the configuration of its own name"
+                )));
+            }
+        }
+        let target = match (command, &inv.target) {
+            (Command::SshWait, _) | (_, None) => None,
             (_, Some(t)) => Some(Target::parse(t)?),
-            (_, None) => Some(Target::parse(host.without_user())?),
         };
-        let Settings { options, wait, gc } = settings;
+        let Settings {
+            options,
+            wait,
+            gc,
+            push,
+        } = settings;
         Ok(Job {
-            command: inv.command,
-            action: inv.action.unwrap_or(inv.command.default_action()),
-            host,
+            command,
+            action: inv.action.unwrap_or(command.default_action()),
+            hosts,
             target,
             rest: inv.rest,
             flake: options.flake,
             dialect: options.dialect,
             dry_run: options.dry_run,
             sudo: !options.no_sudo,
+            check: !options.no_check,
             timeout: wait.map_or(Timeout(None), |w| w.timeout),
             gc_older_than: gc.filter(|g| !g.no_gc).map(|g| g.gc_older_than),
+            build_host: push.and_then(|p| p.build_host),
+            jobs: options.jobs.map(usize::from),
+            json: options.json,
+            log_dir: options.log_dir,
         })
     }
 
+    /// The machines of this job. `names` are the flake's NixOS configurations, needed for
+    /// `@all` and `@pattern`.
+    pub fn machines(&self, names: &[String]) -> Result<Vec<Machine>, Error> {
+        let hosts = self.hosts.expand(names)?;
+        hosts
+            .into_iter()
+            .map(|host| {
+                let target = match (&self.target, self.command) {
+                    (_, Command::SshWait) => None,
+                    (Some(t), _) => Some(t.clone()),
+                    (None, _) => Some(Target::parse(host.without_user())?),
+                };
+                Ok(Machine { host, target })
+            })
+            .collect()
+    }
+
+    /// How many hosts run at once: resets roll one at a time unless told otherwise, since
+    /// rebooting a whole fleet at once is rarely meant.
+    pub fn parallel(&self, hosts: usize) -> usize {
+        let default = if self.command.resets() {
+            1
+        } else {
+            DEFAULT_JOBS
+        };
+        self.jobs.unwrap_or(default).clamp(1, hosts.max(1))
+    }
+
     /// `<flake>#<target>`, as nixos-rebuild takes it.
-    pub fn flake_attr(&self) -> Option<String> {
-        self.target.as_ref().map(|t| format!("{}#{t}", self.flake))
+    pub fn flake_attr(&self, target: &Target) -> String {
+        format!("{}#{target}", self.flake)
     }
 }
 

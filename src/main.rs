@@ -3,10 +3,12 @@
 
 mod assets;
 mod commands;
+mod console;
 mod dialect;
 mod error;
 mod exec;
 mod flake;
+mod fleet;
 mod grammar;
 mod job;
 mod options;
@@ -21,13 +23,18 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use commands::Command;
+use console::Console;
 use dialect::Dialect;
 use error::Error;
+use flake::Names;
+use fleet::Part;
 use grammar::Parsed;
 use job::Job;
+use job::Machine;
 use options::DialectChoice;
 use plan::Context;
 use ssh::Ssh;
+use target::Host;
 
 fn main() -> ExitCode {
     match run() {
@@ -75,37 +82,49 @@ fn run() -> Result<(), Error> {
         return dry_run(&job, &ssh);
     }
     signals::install()?;
-    if let Some(target) = &job.target {
-        let eval = flake::eval_names(&job.flake, &std::env::current_dir()?);
-        let out = exec::traced_output(&eval)?;
-        if !out.status.success() {
-            return Err(Error::Check(format!(
-                "cannot read the flake {} (nix eval exited with {}; its message is above)",
-                job.flake, out.status
-            )));
-        }
-        let names = flake::parse_names(&String::from_utf8_lossy(&out.stdout))?;
+    let console = Console::plain();
+    // One evaluation for every host: their targets, and the names behind @all and @pattern.
+    let names = if job.command != Command::SshWait || job.hosts.needs_names() {
+        flake::read_names(&job.flake, &console)?
+    } else {
+        Names::default()
+    };
+    let machines = job.machines(&names.nixos)?;
+    for target in machines.iter().filter_map(|m| m.target.as_ref()) {
         flake::check_target(&names, target, &job.flake)?;
     }
     let dialect = match job.dialect {
         DialectChoice::Ng => Dialect::Ng,
         DialectChoice::Legacy => Dialect::Legacy,
-        DialectChoice::Auto if job.command.hosts().is_some() => dialect::detect()?,
+        DialectChoice::Auto if job.command.hosts().is_some() => dialect::detect(&console)?,
         DialectChoice::Auto => Dialect::Ng,
     };
     let control_dir = private_dir()?;
-    let plan = plan::plan(
-        &job,
-        &Context {
-            dialect,
-            ssh: &ssh,
-            control_dir: control_dir.path().to_owned(),
-        },
-    );
-    exec::run(&plan)
+    let several = machines.len() > 1;
+    let parts = machines
+        .into_iter()
+        .enumerate()
+        .map(|(i, machine)| {
+            let cx = Context {
+                dialect,
+                ssh: &ssh,
+                control_dir: control_dir.path().join(i.to_string()),
+                summary: several || job.json,
+            };
+            std::fs::create_dir(&cx.control_dir)?;
+            let console = Console::new(&machine.host, several, job.json, job.log_dir.as_deref())?;
+            let plan = plan::plan(&job, &machine, &cx);
+            Ok(Part {
+                machine,
+                plan,
+                console,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    fleet::run(&job, &parts)
 }
 
-/// Prints the plan on stdout; starts nothing.
+/// Prints the plan of every host on stdout; starts nothing.
 fn dry_run(job: &Job, ssh: &Ssh) -> Result<(), Error> {
     let (dialect, why) = match job.dialect {
         DialectChoice::Ng => (Dialect::Ng, "given"),
@@ -115,22 +134,46 @@ fn dry_run(job: &Job, ssh: &Ssh) -> Result<(), Error> {
             "assumed; --dialect or FLAKEM_DIALECT would say otherwise",
         ),
     };
-    let cx = Context {
-        dialect,
-        ssh,
-        control_dir: PathBuf::from("<tmp>"),
-    };
-    let plan = plan::plan(job, &cx);
     if job.command.hosts().is_some() {
         println!("# dialect: {dialect} ({why})");
     }
-    if let Some(target) = &job.target {
+    // Without an evaluation, @all and @pattern stand for hosts known only at run time.
+    let machines = if job.hosts.needs_names() {
         println!(
-            "# check: `{target}` is in {}#nixosConfigurations (one nix eval)",
-            job.flake
+            "# hosts: {}, from {}#nixosConfigurations (one nix eval)",
+            job.hosts, job.flake
         );
+        job.machines(&[String::from("<host>")]).unwrap_or_default()
+    } else {
+        job.machines(&[])?
+    };
+    let machines = if machines.is_empty() {
+        vec![Machine {
+            host: Host::placeholder(),
+            target: None,
+        }]
+    } else {
+        machines
+    };
+    let several = machines.len() > 1;
+    for (i, machine) in machines.iter().enumerate() {
+        if several {
+            println!("# [{}]", machine.host);
+        }
+        if let Some(target) = &machine.target {
+            println!(
+                "# check: `{target}` is in {}#nixosConfigurations (one nix eval)",
+                job.flake
+            );
+        }
+        let cx = Context {
+            dialect,
+            ssh,
+            control_dir: PathBuf::from(format!("<tmp>/{i}")),
+            summary: several || job.json,
+        };
+        print!("{}", plan::plan(job, machine, &cx));
     }
-    print!("{plan}");
     Ok(())
 }
 

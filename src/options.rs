@@ -27,6 +27,36 @@ pub struct Options {
     /// Leave out sudo on the target (for targets without sudo, or when logging in as root)
     #[arg(long, global = true)]
     pub no_sudo: bool,
+
+    /// Skip the checks before the build (target in the flake is always checked; this skips
+    /// ssh and sudo on each host)
+    #[arg(long, global = true)]
+    pub no_check: bool,
+
+    /// How many hosts at a time [default: all, up to 8; resets: 1, rolling]
+    #[arg(short = 'j', long, value_name = "N", global = true,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
+
+    /// Print the summary as JSON on stdout (children's output goes to stderr)
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Also write each host's output to DIR/<host>.log
+    #[arg(long, value_name = "DIR", global = true)]
+    pub log_dir: Option<std::path::PathBuf>,
+}
+
+/// Options of the commands that build here and deploy elsewhere.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct PushOptions {
+    /// Build on this host instead of here (nixos-rebuild's --build-host), for small targets
+    #[arg(long, value_name = "HOST", value_parser = parse_build_host)]
+    pub build_host: Option<crate::target::Host>,
+}
+
+fn parse_build_host(s: &str) -> Result<crate::target::Host, String> {
+    crate::target::Host::parse(s).map_err(|e| e.to_string())
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +116,7 @@ pub struct Settings {
     pub options: Options,
     pub wait: Option<WaitOptions>,
     pub gc: Option<GcOptions>,
+    pub push: Option<PushOptions>,
 }
 
 fn parse_flake_ref(s: &str) -> Result<String, String> {
@@ -163,6 +194,9 @@ fn subcommand(c: Command) -> clap::Command {
     if c.resets() {
         sub = GcOptions::augment_args(sub);
     }
+    if c.pushes() {
+        sub = PushOptions::augment_args(sub);
+    }
     // Positionals are parsed by the grammar (options may stand between them); they are
     // declared here so that help and completions show them.
     if c.takes_action() {
@@ -175,7 +209,8 @@ fn subcommand(c: Command) -> clap::Command {
     let host_help = if c.host_is_optional() {
         "The machine: host or user@host (default: this machine's short hostname)"
     } else {
-        "What ssh is given: host, user@host, or a Host alias of the ssh config"
+        "What ssh is given: host, user@host or an ssh config alias; several as a,b,c; \
+         @all or @pattern for the flake's configurations"
     };
     sub = sub.arg(Arg::new("DEPLOY_HOST").help(host_help));
     if c == Command::SshWait {
@@ -241,6 +276,7 @@ pub fn settings(command: Command, words: &[String]) -> Result<Settings, clap::Er
         options: Options::from_arg_matches(sub)?,
         wait: from_matches_if::<WaitOptions>(command.waits(), sub)?,
         gc: from_matches_if::<GcOptions>(command.resets(), sub)?,
+        push: from_matches_if::<PushOptions>(command.pushes(), sub)?,
     })
 }
 

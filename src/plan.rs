@@ -4,13 +4,13 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::commands::{Command, Hosts};
+use crate::commands::{Action, Command, Hosts};
 use crate::dialect::Dialect;
-use crate::job::Job;
+use crate::job::{Job, Machine};
 use crate::options::Timeout;
 use crate::quote;
 use crate::ssh::{Connection, Sockets, Ssh};
-use crate::target::Host;
+use crate::target::{Host, Target};
 
 /// One process: its environment additions and its argument list.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,9 +46,20 @@ impl fmt::Display for Cmd {
 pub enum Step {
     /// A process; a non-zero status stops the plan with that status.
     Run(Cmd),
-    /// Prints the host's boot id and the system its profile points at, remembered as
-    /// `<boot-id>` and `<system>`.
+    /// Before any build: the host answers ssh (and sudo, when `sudo`) without a prompt, and
+    /// is not this machine when the plan `reboots` it (its machine id is printed).
+    CheckHost {
+        host: Host,
+        sudo: bool,
+        reboots: bool,
+        cmd: Cmd,
+    },
+    /// Prints the host's boot id, the system its profile points at and its machine id:
+    /// `<boot-id>` and `<system>` are remembered, and the machine flakem runs on is never
+    /// rebooted.
     ReadBootState(Cmd),
+    /// Prints the system a deploy left on the host, for the summary.
+    ReadSystem(Cmd),
     /// Asks for a reboot; the connection dying under it (ssh's 255) is success.
     Reboot(Cmd),
     /// Closes a control master; harmless when there is none.
@@ -80,6 +91,8 @@ pub enum Step {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
+    /// Run for every host before any host's steps: nothing is built if one fails.
+    pub checks: Vec<Step>,
     pub steps: Vec<Step>,
     /// Run on every way out, success, failure or Ctrl-C: a `ControlPersist` master would
     /// otherwise outlive flakem.
@@ -92,55 +105,124 @@ pub struct Context<'a> {
     pub ssh: &'a Ssh,
     /// A private directory for control sockets (`<tmp>` in a dry run).
     pub control_dir: PathBuf,
+    /// Whether a summary will show what each host runs: its system is read at the end.
+    pub summary: bool,
 }
 
-pub fn plan(job: &Job, cx: &Context) -> Plan {
+pub fn plan(job: &Job, machine: &Machine, cx: &Context) -> Plan {
+    let host = &machine.host;
+    let sockets = Sockets::in_dir(&cx.control_dir);
+    let before = Connection::Shared(&sockets.before);
+    let mut checks = Vec::new();
     let mut steps = Vec::new();
-    let mut finally = Vec::new();
-    if let Some(hosts) = job.command.hosts() {
-        steps.push(Step::Run(rebuild(job, hosts, cx.dialect)));
+    let hosts = job.command.hosts();
+    if job.check && hosts.is_some_and(|h| h != Hosts::Local) {
+        let activates = job.action != Action::Build;
+        let resets = job.command.resets();
+        checks.push(check_host(
+            cx.ssh,
+            before,
+            host,
+            job.sudo && activates,
+            resets,
+        ));
+        if let Some(builder) = job.build_host.as_ref().filter(|_| job.command.pushes()) {
+            let conn = Connection::Shared(&sockets.builder);
+            checks.push(check_host(cx.ssh, conn, builder, false, false));
+        }
+    }
+    if let (Some(hosts), Some(target)) = (hosts, &machine.target) {
+        steps.push(Step::Run(rebuild(job, hosts, host, target, cx.dialect)));
     }
     if job.command == Command::SshWait {
         steps.push(Step::WaitForSsh {
-            host: job.host.clone(),
-            resolve: cx.ssh.resolve(&job.host),
-            attempt: cx.ssh.raw(Connection::Fresh, &job.host, &job.rest),
+            host: host.clone(),
+            resolve: cx.ssh.resolve(host),
+            attempt: cx.ssh.raw(Connection::Fresh, host, &job.rest),
             timeout: job.timeout,
         });
     }
     if job.command.resets() {
-        let sockets = Sockets::in_dir(&cx.control_dir);
-        steps.extend(reset(job, cx.ssh, &sockets));
-        finally = [&sockets.before, &sockets.after]
-            .map(|s| close(cx.ssh, s, &job.host))
-            .to_vec();
+        steps.extend(reset(job, host, cx.ssh, &sockets));
+    } else if cx.summary
+        && hosts.is_some_and(|h| h != Hosts::Local)
+        && let Some(link) = deployed_link(job.action)
+    {
+        let read = cx.ssh.script(before, host, &[&["readlink", "-f", link]]);
+        steps.push(Step::ReadSystem(read));
     }
-    Plan { steps, finally }
+    // Every control master a step may have started is closed on any way out.
+    let mut finally = Vec::new();
+    let uses_before = !checks.is_empty() || steps.iter().any(|s| matches!(s, Step::ReadSystem(_)));
+    if uses_before || job.command.resets() {
+        finally.push(close(cx.ssh, &sockets.before, host));
+    }
+    if job.command.resets() {
+        finally.push(close(cx.ssh, &sockets.after, host));
+    }
+    if let Some(builder) = job.build_host.as_ref().filter(|_| checks.len() > 1) {
+        finally.push(close(cx.ssh, &sockets.builder, builder));
+    }
+    Plan {
+        checks,
+        steps,
+        finally,
+    }
+}
+
+/// Where the system an action deployed can be read: the profile for `boot`, the running
+/// system for `switch` and `test`.
+fn deployed_link(action: Action) -> Option<&'static str> {
+    match action {
+        Action::Boot => Some(PROFILE),
+        Action::Switch | Action::Test => Some("/run/current-system"),
+        Action::DryActivate | Action::Build => None,
+    }
+}
+
+/// Before any build: the host answers ssh without a prompt, sudo works there without a
+/// password (when it is used and the login is not root), and its machine id, so that a reset
+/// never reboots the machine flakem runs on.
+fn check_host(ssh: &Ssh, conn: Connection, host: &Host, sudo: bool, reboots: bool) -> Step {
+    let script = if sudo {
+        "cat /etc/machine-id 2>/dev/null; [ \"$(id -u)\" = 0 ] || sudo -n true"
+    } else {
+        "cat /etc/machine-id 2>/dev/null; true"
+    };
+    Step::CheckHost {
+        host: host.clone(),
+        sudo,
+        reboots,
+        cmd: ssh.raw(conn, host, &[script.to_owned()]),
+    }
 }
 
 /// `nixos-rebuild ACTION <house flags> [--build-host H] [--target-host H] --flake F#T ...`.
-fn rebuild(job: &Job, hosts: Hosts, dialect: Dialect) -> Cmd {
+fn rebuild(job: &Job, hosts: Hosts, host: &Host, target: &Target, dialect: Dialect) -> Cmd {
     let mut argv = vec!["nixos-rebuild".to_owned(), job.action.name().to_owned()];
     argv.extend(dialect.house_flags(job.sudo).into_iter().map(str::to_owned));
-    let host = job.host.to_string();
-    if hosts == Hosts::Pull {
-        argv.extend(["--build-host".to_owned(), host.clone()]);
+    let builder = match hosts {
+        Hosts::Pull => Some(host),
+        Hosts::Push => job.build_host.as_ref(),
+        Hosts::Local => None,
+    };
+    if let Some(builder) = builder {
+        argv.extend(["--build-host".to_owned(), builder.to_string()]);
     }
     if hosts != Hosts::Local {
-        argv.extend(["--target-host".to_owned(), host]);
+        argv.extend(["--target-host".to_owned(), host.to_string()]);
     }
-    argv.push("--flake".to_owned());
-    argv.extend(job.flake_attr());
+    argv.extend(["--flake".to_owned(), job.flake_attr(target)]);
     argv.extend(job.rest.iter().cloned());
     Cmd::new(argv)
 }
 
+const PROFILE: &str = "/nix/var/nix/profiles/system";
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 
 /// After `nixos-rebuild boot`: prove the reboot happened and that the host booted what was
 /// deployed, and only then collect garbage.
-fn reset(job: &Job, ssh: &Ssh, sockets: &Sockets) -> Vec<Step> {
-    let host = &job.host;
+fn reset(job: &Job, host: &Host, ssh: &Ssh, sockets: &Sockets) -> Vec<Step> {
     let before = Connection::Shared(&sockets.before);
     let after = Connection::Shared(&sockets.after);
     let sudo: &[&str] = if job.sudo { &["sudo"] } else { &[] };
@@ -152,7 +234,8 @@ fn reset(job: &Job, ssh: &Ssh, sockets: &Sockets) -> Vec<Step> {
             host,
             &[
                 &["cat", BOOT_ID],
-                &["readlink", "-f", "/nix/var/nix/profiles/system"],
+                &["readlink", "-f", PROFILE],
+                &["cat", "/etc/machine-id"],
             ],
         )),
         Step::Reboot(ssh.script(before, host, &[&as_root(&["reboot"])])),
@@ -208,12 +291,24 @@ impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Step::Run(cmd) | Step::CloseMaster { cmd, .. } => write!(f, "+ {cmd}"),
-            Step::ReadBootState(cmd) => {
+            Step::CheckHost {
+                host, sudo, cmd, ..
+            } => {
+                let sudo = if *sudo {
+                    ", sudo works without a password"
+                } else {
+                    ""
+                };
                 write!(
                     f,
-                    "+ {cmd}\n# remember its answer as <boot-id> and <system>"
+                    "+ {cmd}\n# check: {host} answers ssh without a prompt{sudo}"
                 )
             }
+            Step::ReadBootState(cmd) => write!(
+                f,
+                "+ {cmd}\n# remember <boot-id> and <system>; refuse if it is this machine"
+            ),
+            Step::ReadSystem(cmd) => write!(f, "+ {cmd}\n# the deployed system, for the summary"),
             Step::Reboot(cmd) => write!(
                 f,
                 "+ {cmd}\n# ssh's exit 255, the connection dying with the reboot, counts as success"
@@ -253,10 +348,34 @@ impl fmt::Display for Step {
     }
 }
 
+impl Step {
+    /// What the summary calls this step when a host fails at it.
+    pub fn name(&self) -> String {
+        match self {
+            // A remote command is named by its program: nix-collect-garbage, ...
+            Step::Run(cmd) if cmd.program() == "ssh" => {
+                let script = cmd.argv.last().map(String::as_str).unwrap_or_default();
+                let program = script.split(' ').find(|w| *w != "sudo").unwrap_or("ssh");
+                program.rsplit('/').next().unwrap_or(program).to_owned()
+            }
+            Step::Run(cmd) => cmd.program().to_owned(),
+            Step::CheckHost { .. } => "check".into(),
+            Step::ReadBootState(_) => "read boot id".into(),
+            Step::ReadSystem(_) => "read system".into(),
+            Step::Reboot(_) => "reboot".into(),
+            Step::CloseMaster { .. } => "close ssh".into(),
+            Step::WaitForNewBoot { .. } => "wait for new boot".into(),
+            Step::VerifyBooted(_) => "verify boot".into(),
+            Step::WaitForSsh { .. } => "ssh-wait".into(),
+            Step::Report { .. } => "report".into(),
+        }
+    }
+}
+
 /// The dry-run form of the whole plan.
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for step in &self.steps {
+        for step in self.checks.iter().chain(&self.steps) {
             writeln!(f, "{step}")?;
         }
         if !self.finally.is_empty() {

@@ -98,11 +98,13 @@ impl Ssh {
     }
 }
 
-/// Where a job keeps its control sockets: one before the reboot, one after.
+/// Where a host's steps keep their control sockets: one before a reboot, one after, and one
+/// for a build host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sockets {
     pub before: PathBuf,
     pub after: PathBuf,
+    pub builder: PathBuf,
 }
 
 impl Sockets {
@@ -110,6 +112,7 @@ impl Sockets {
         Sockets {
             before: dir.join("before"),
             after: dir.join("after"),
+            builder: dir.join("builder"),
         }
     }
 }

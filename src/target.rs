@@ -14,7 +14,105 @@ pub struct Host(String);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target(String);
 
+/// `DEPLOY_HOST` as given: one host, a comma-separated list, `@all`, or `@pattern` (a glob
+/// over the flake's configuration names).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostSpec {
+    Hosts(Vec<Host>),
+    All,
+    Pattern(glob::Pattern),
+}
+
+impl HostSpec {
+    pub fn parse(word: &str) -> Result<HostSpec, Error> {
+        if let Some(pattern) = word.strip_prefix('@') {
+            if pattern == "all" {
+                return Ok(HostSpec::All);
+            }
+            // Glob characters are what a pattern is for; everything else as in a name.
+            let plain: String = pattern.chars().filter(|c| !"*?[]".contains(*c)).collect();
+            if !plain.is_empty() {
+                check_name("DEPLOY_HOST pattern", &plain).map_err(|_| bad_pattern(word))?;
+            }
+            return glob::Pattern::new(pattern)
+                .map(HostSpec::Pattern)
+                .map_err(|_| bad_pattern(word));
+        }
+        if !word.contains(',') {
+            return Ok(HostSpec::Hosts(vec![Host::parse(word)?]));
+        }
+        let hosts = word
+            .split(',')
+            .map(|h| match h {
+                "" => Err(Error::Usage(format!(
+                    "DEPLOY_HOST {word:?} has an empty entry"
+                ))),
+                h => Host::parse(h),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(HostSpec::Hosts(hosts))
+    }
+
+    /// One host named outright: the only form `build` and `switch` take, and the only one
+    /// that may be given a `FLAKE_TARGET`.
+    pub fn single(&self) -> Option<&Host> {
+        match self {
+            HostSpec::Hosts(hosts) if hosts.len() == 1 => hosts.first(),
+            _ => None,
+        }
+    }
+
+    /// Whether the hosts are known only once the flake's names are.
+    pub fn needs_names(&self) -> bool {
+        !matches!(self, HostSpec::Hosts(_))
+    }
+
+    /// The hosts, given the flake's configuration names for `@all` and `@pattern`.
+    pub fn expand(&self, names: &[String]) -> Result<Vec<Host>, Error> {
+        let matching: Vec<Host> = match self {
+            HostSpec::Hosts(hosts) => return Ok(hosts.clone()),
+            HostSpec::All => names
+                .iter()
+                .map(|n| Host::parse(n))
+                .collect::<Result<_, _>>()?,
+            HostSpec::Pattern(p) => names
+                .iter()
+                .filter(|n| p.matches(n))
+                .map(|n| Host::parse(n))
+                .collect::<Result<_, _>>()?,
+        };
+        if matching.is_empty() {
+            return Err(Error::Usage(format!("no configuration matches {self}")));
+        }
+        Ok(matching)
+    }
+}
+
+fn bad_pattern(word: &str) -> Error {
+    Error::Usage(format!(
+        "DEPLOY_HOST {word:?} is not a pattern over configuration names (like @web*)"
+    ))
+}
+
+impl fmt::Display for HostSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostSpec::Hosts(hosts) => {
+                let names: Vec<&str> = hosts.iter().map(|h| h.0.as_str()).collect();
+                f.write_str(&names.join(","))
+            }
+            HostSpec::All => f.write_str("@all"),
+            HostSpec::Pattern(p) => write!(f, "@{p}"),
+        }
+    }
+}
+
 impl Host {
+    /// A stand-in for hosts known only at run time, in a dry run of `@all` or `@pattern`.
+    pub fn placeholder() -> Host {
+        Host("<host>".to_owned())
+    }
+
     pub fn parse(word: &str) -> Result<Host, Error> {
         check_name("DEPLOY_HOST", word)?;
         if let Some((user, host)) = word.split_once('@')

@@ -6,6 +6,9 @@ use super::*;
 use crate::grammar::{self, Parsed};
 use crate::options;
 
+/// The configurations of the flake these tests pretend to read.
+const NAMES: [&str; 4] = ["bigmachine", "another-machine", "web1", "web2"];
+
 fn job(args: &[&str]) -> Job {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let Ok(Parsed::Run(inv)) = grammar::parse(None, &args) else {
@@ -15,13 +18,39 @@ fn job(args: &[&str]) -> Job {
     Job::resolve(inv, settings, "laptop").expect("a valid job")
 }
 
+fn plans(dialect: Dialect, ssh: &Ssh, args: &[&str]) -> Vec<Plan> {
+    let job = job(args);
+    let machines = job.machines(&NAMES.map(String::from)).expect("machines");
+    let summary = machines.len() > 1 || job.json;
+    machines
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let control_dir = PathBuf::from(format!("/tmp/flakem-X/{i}"));
+            plan(
+                &job,
+                m,
+                &Context {
+                    dialect,
+                    ssh,
+                    control_dir,
+                    summary,
+                },
+            )
+        })
+        .collect()
+}
+
 fn render(dialect: Dialect, ssh: &Ssh, args: &[&str]) -> String {
-    let cx = Context {
-        dialect,
-        ssh,
-        control_dir: PathBuf::from("/tmp/flakem-X"),
-    };
-    format!("$ flakem {}\n{}", args.join(" "), plan(&job(args), &cx))
+    let plans: Vec<String> = plans(dialect, ssh, args)
+        .iter()
+        .map(Plan::to_string)
+        .collect();
+    format!(
+        "$ flakem {}\n{}",
+        args.join(" "),
+        plans.join("# next host\n")
+    )
 }
 
 const CASES: &[&[&str]] = &[
@@ -49,6 +78,14 @@ const CASES: &[&[&str]] = &[
         "me@10.0.0.1",
         "big",
     ],
+    &[
+        "switch-push",
+        "--no-check",
+        "--build-host",
+        "big",
+        "web1,root@web2",
+    ],
+    &["switch-push", "--json", "--no-sudo", "@web*"],
     &["switch-pull-reset", "root@10.3.2.1", "another-machine"],
     &[
         "switch-push-reset",
@@ -95,6 +132,12 @@ fn every_command_legacy() {
     insta::assert_snapshot!(all(Dialect::Legacy));
 }
 
+fn steps(args: &[&str]) -> Vec<Step> {
+    let mut plans = plans(Dialect::Ng, &Ssh::default(), args);
+    assert_eq!(plans.len(), 1);
+    plans.remove(0).steps
+}
+
 #[test]
 fn nix_options_pass_verbatim_and_last() {
     let tricky = [
@@ -108,12 +151,7 @@ fn nix_options_pass_verbatim_and_last() {
         "it's",
     ];
     let args = [&["switch-push", "h", "t"][..], &tricky].concat();
-    let cx = Context {
-        dialect: Dialect::Ng,
-        ssh: &Ssh::default(),
-        control_dir: PathBuf::new(),
-    };
-    let Step::Run(cmd) = &plan(&job(&args), &cx).steps[0] else {
+    let Step::Run(cmd) = &steps(&args)[0] else {
         panic!()
     };
     assert_eq!(cmd.argv[cmd.argv.len() - tricky.len()..], tricky);
@@ -121,21 +159,67 @@ fn nix_options_pass_verbatim_and_last() {
 
 #[test]
 fn the_reset_collects_only_after_proving_the_boot() {
-    let cx = Context {
-        dialect: Dialect::Ng,
-        ssh: &Ssh::default(),
-        control_dir: PathBuf::new(),
-    };
-    let steps = plan(&job(&["switch-push-reset", "h"]), &cx).steps;
+    let steps = steps(&["switch-push-reset", "h"]);
     let position = |pred: &dyn Fn(&Step) -> bool| steps.iter().position(pred).unwrap();
     let rebuild = position(&|s| matches!(s, Step::Run(c) if c.program() == "nixos-rebuild"));
     let read = position(&|s| matches!(s, Step::ReadBootState(_)));
     let reboot = position(&|s| matches!(s, Step::Reboot(_)));
     let wait = position(&|s| matches!(s, Step::WaitForNewBoot { .. }));
     let verify = position(&|s| matches!(s, Step::VerifyBooted(_)));
-    let gc =
-        position(&|s| matches!(s, Step::Run(c) if c.to_string().contains("nix-collect-garbage")));
+    let gc = position(&|s| s.name() == "nix-collect-garbage");
     assert!(rebuild < read && read < reboot && reboot < wait && wait < verify && verify < gc);
+}
+
+#[test]
+fn checks_come_before_anything_and_can_be_skipped() {
+    let plan = &plans(Dialect::Ng, &Ssh::default(), &["switch-pull", "me@h"])[0];
+    assert_eq!(plan.checks.len(), 1);
+    assert!(plan.checks[0].to_string().contains("sudo -n true"));
+    let build_there = &plans(Dialect::Ng, &Ssh::default(), &["build-there", "me@h"])[0];
+    assert!(
+        !build_there.checks[0].to_string().contains("sudo"),
+        "nothing is activated"
+    );
+    let builder = &plans(
+        Dialect::Ng,
+        &Ssh::default(),
+        &["switch-push", "--build-host", "b", "h"],
+    )[0];
+    assert_eq!(builder.checks.len(), 2, "the build host is checked too");
+    let unchecked = &plans(
+        Dialect::Ng,
+        &Ssh::default(),
+        &["switch-pull", "--no-check", "h"],
+    )[0];
+    assert!(unchecked.checks.is_empty());
+    assert!(
+        plans(Dialect::Ng, &Ssh::default(), &["switch"])[0]
+            .checks
+            .is_empty()
+    );
+}
+
+#[test]
+fn step_names_for_the_summary() {
+    let names: Vec<String> = steps(&["switch-push-reset", "h"])
+        .iter()
+        .map(Step::name)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "nixos-rebuild",
+            "read boot id",
+            "reboot",
+            "close ssh",
+            "wait for new boot",
+            "verify boot",
+            "nix-collect-garbage",
+            "switch-to-configuration",
+            "close ssh",
+            "report"
+        ]
+    );
 }
 
 #[test]

@@ -83,14 +83,16 @@ fn the_reset_dry_run_plans_reboot_wait_verify_and_gc_on_the_host() {
     let rebuild = find(&format!(
         "+ nixos-rebuild boot {NG} --build-host root@10.3.2.1 --target-host root@10.3.2.1 --flake .#another-machine"
     ));
-    let read =
-        find("'cat /proc/sys/kernel/random/boot_id && readlink -f /nix/var/nix/profiles/system'");
+    let check = find("# check: root@10.3.2.1 answers ssh without a prompt");
+    let read = find(
+        "'cat /proc/sys/kernel/random/boot_id && readlink -f /nix/var/nix/profiles/system && cat /etc/machine-id'",
+    );
     let reboot = find("'sudo reboot'");
     let wait = find("# wait (10m) until root@10.3.2.1 answers with a boot id other than <boot-id>");
     let verify = find("'readlink -f /run/booted-system /run/current-system'");
     let gc = find("'sudo nix-collect-garbage --delete-older-than 15d'");
     let prune = find("'sudo /run/current-system/bin/switch-to-configuration boot'");
-    assert!(rebuild < read && read < reboot && reboot < wait && wait < verify);
+    assert!(check < rebuild && rebuild < read && read < reboot && reboot < wait && wait < verify);
     assert!(verify < gc && gc < prune);
     for i in [read, reboot, verify, gc, prune] {
         assert!(lines[i].contains("-- root@10.3.2.1 "), "{}", lines[i]);
@@ -119,7 +121,12 @@ fn the_link_name_is_the_command() {
 fn it_checks_the_target_then_runs_the_rebuild_with_the_house_flags() {
     for (installed, flags) in [(Installed::Ng, NG), (Installed::Legacy, LEGACY)] {
         let run = Run::new(installed);
-        let out = run.run(&["switch-pull", "myname@bigmachine", "--show-trace"]);
+        let out = run.run(&[
+            "switch-pull",
+            "--no-check",
+            "myname@bigmachine",
+            "--show-trace",
+        ]);
         out.status(0);
         let started = out.started();
         assert!(started[0].starts_with("+ nix --extra-experimental-features 'nix-command flakes' eval --json --impure --expr"), "{started:?}");
@@ -142,7 +149,13 @@ fn it_checks_the_target_then_runs_the_rebuild_with_the_house_flags() {
 #[test]
 fn a_given_dialect_is_not_probed_and_the_flag_wins_over_the_environment() {
     let run = Run::new(Installed::Legacy).env("FLAKEM_DIALECT", "ng");
-    let out = run.run(&["switch-push", "--dialect", "legacy", "bigmachine"]);
+    let out = run.run(&[
+        "switch-push",
+        "--no-check",
+        "--dialect",
+        "legacy",
+        "bigmachine",
+    ]);
     out.status(0);
     let want = "switch --fast --use-remote-sudo --use-substitutes --target-host bigmachine --flake .#bigmachine";
     assert_eq!(run.calls(), [words(&want.split(' ').collect::<Vec<_>>())]);
@@ -151,7 +164,7 @@ fn a_given_dialect_is_not_probed_and_the_flag_wins_over_the_environment() {
 #[test]
 fn a_typo_in_the_target_stops_before_nixos_rebuild() {
     let run = Run::new(Installed::Ng);
-    let out = run.run(&["switch-push", "bigmachin"]);
+    let out = run.run(&["switch-push", "--no-check", "bigmachin"]);
     out.status(2);
     assert_eq!(
         out.messages(),
@@ -174,13 +187,24 @@ fn the_flake_comes_from_the_flag_or_the_environment() {
     elsewhere.cwd = elsewhere.dir.path().to_owned();
     let elsewhere = elsewhere.env("FLAKEM_FLAKE", &flake);
     elsewhere
-        .run(&["switch-push", "--dialect=ng", "another-machine"])
+        .run(&[
+            "switch-push",
+            "--no-check",
+            "--dialect=ng",
+            "another-machine",
+        ])
         .status(0);
     assert_eq!(
         elsewhere.calls()[0].last().unwrap(),
         &format!("{flake}#another-machine")
     );
-    let out = elsewhere.run(&["--flake", "/nonexistent", "switch-push", "another-machine"]);
+    let out = elsewhere.run(&[
+        "--flake",
+        "/nonexistent",
+        "switch-push",
+        "--no-check",
+        "another-machine",
+    ]);
     out.status(5);
     assert!(
         out.messages()[0].contains("cannot read the flake /nonexistent"),
@@ -211,7 +235,7 @@ fn nix_options_reach_nixos_rebuild_verbatim() {
         "it's \"q\"",
     ];
     let args = [
-        &["switch-push", "--dialect", "ng", "boot", "bigmachine"][..],
+        &["switch-push", "--no-check", "--dialect", "ng", "boot", "bigmachine"][..],
         &tricky,
     ]
     .concat();
@@ -230,8 +254,15 @@ fn a_host_named_like_an_action() {
         "{}",
         out.stderr
     );
-    run.run(&["switch-push", "--dialect", "ng", "switch", "boot"])
-        .status(0);
+    run.run(&[
+        "switch-push",
+        "--no-check",
+        "--dialect",
+        "ng",
+        "switch",
+        "boot",
+    ])
+    .status(0);
     assert_eq!(run.calls()[0][..1], words(&["switch"]));
     assert!(run.calls()[0].ends_with(&words(&["--target-host", "boot", "--flake", ".#boot"])));
 }
@@ -239,7 +270,7 @@ fn a_host_named_like_an_action() {
 #[test]
 fn a_failing_step_stops_with_its_status() {
     let run = Run::new(Installed::Ng).env("FAKE_NIXOS_REBUILD_EXIT", "4");
-    let out = run.run(&["switch-push", "--dialect", "ng", "bigmachine"]);
+    let out = run.run(&["switch-push", "--no-check", "--dialect", "ng", "bigmachine"]);
     out.status(4);
     assert_eq!(
         out.messages(),
@@ -310,7 +341,7 @@ fn bad_input_is_one_line_and_nothing_runs() {
 #[test]
 fn missing_programs_get_one_line_each() {
     let nothing = Run::new(Installed::Nothing);
-    let out = nothing.run(&["switch-push", "--dialect", "ng", "bigmachine"]);
+    let out = nothing.run(&["switch-push", "--no-check", "--dialect", "ng", "bigmachine"]);
     out.status(127);
     assert_eq!(out.messages().len(), 1);
     assert!(
@@ -318,7 +349,7 @@ fn missing_programs_get_one_line_each() {
         "{}",
         out.stderr
     );
-    let out = nothing.run(&["switch-push", "bigmachine"]);
+    let out = nothing.run(&["switch-push", "--no-check", "bigmachine"]);
     out.status(127);
     assert!(
         out.messages()[0].starts_with("flakem: `nixos-rebuild` not found"),
@@ -327,7 +358,7 @@ fn missing_programs_get_one_line_each() {
     );
 
     let no_nix = Run::new(Installed::Ng).without_system_path();
-    let out = no_nix.run(&["switch-push", "bigmachine"]);
+    let out = no_nix.run(&["switch-push", "--no-check", "bigmachine"]);
     out.status(127);
     assert_eq!(
         out.messages(),

@@ -176,6 +176,13 @@ impl Host {
             .collect()
     }
 
+    /// Gives the host this machine id (written in place: the host sees the file through a
+    /// bind mount), e.g. this machine's own, to test that flakem never reboots it.
+    pub fn set_machine_id(&self, id: &str) {
+        fs::write(self.state.dir.join("etc/machine-id"), format!("{id}\n"))
+            .expect("write machine-id");
+    }
+
     /// Chooses what the next reboots do.
     pub fn set_reboot(&self, reboot: Reboot) {
         *self.state.reboot.lock().expect("reboot lock") = reboot;
@@ -379,6 +386,13 @@ impl HostState {
         )
         .expect("write sshd_config");
         fs::write(dir.join("boot_id"), "").expect("write boot_id");
+        // Its own machine id, as a real host has: flakem refuses to reboot its own machine.
+        let uuid = fs::read_to_string("/proc/sys/kernel/random/uuid").expect("a random uuid");
+        fs::write(
+            dir.join("etc/machine-id"),
+            format!("{}\n", uuid.trim().replace('-', "")),
+        )
+        .expect("write machine-id");
 
         HostState {
             name: name.to_string(),
