@@ -73,6 +73,7 @@ impl<'a> Executor<'a> {
                 command(cmd)
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
+                    .stderr(Stdio::null())
                     .status()
                     .ok();
             }

@@ -60,6 +60,10 @@ pub fn run(job: &Job, parts: &[Part]) -> Result<(), Error> {
         return result.map_err(|f| f.error);
     }
     let outcomes = run_all(job, parts);
+    // Hosts that failed a check or were skipped may still hold a control master.
+    for part in parts {
+        Executor::new(&part.console).finish(&part.plan);
+    }
     summarize(job, &outcomes);
     let count = |v| outcomes.iter().filter(|o| o.result == v).count();
     let failed = outcomes.iter().filter(|o| o.result == Verdict::Failed);

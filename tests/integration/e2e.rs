@@ -16,7 +16,7 @@ const RUN_DEADLINE: Duration = Duration::from_secs(120);
 
 /// flakem in the bed's environment, with the ng stand-in first on PATH and its temporary
 /// files (control sockets) under `tmp`, so leftovers can be found by path.
-fn flakem(bed: &TestBed, tmp: &Path, args: &[&str]) -> Command {
+pub fn flakem(bed: &TestBed, tmp: &Path, args: &[&str]) -> Command {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut dirs = vec![fixtures().join("bin-ng")];
     dirs.extend(std::env::split_paths(&path));
@@ -28,13 +28,13 @@ fn flakem(bed: &TestBed, tmp: &Path, args: &[&str]) -> Command {
     cmd
 }
 
-fn tmp_dir(bed: &TestBed) -> PathBuf {
+pub fn tmp_dir(bed: &TestBed) -> PathBuf {
     let tmp = bed.dir().join("t");
     std::fs::create_dir_all(&tmp).unwrap();
     tmp
 }
 
-fn run(bed: &TestBed, args: &[&str]) -> Outcome {
+pub fn run(bed: &TestBed, args: &[&str]) -> Outcome {
     let tmp = tmp_dir(bed);
     let out = crate::testbed::output_with_deadline(&mut flakem(bed, &tmp, args), RUN_DEADLINE);
     let outcome = Outcome::from(out);
@@ -43,7 +43,7 @@ fn run(bed: &TestBed, args: &[&str]) -> Outcome {
 }
 
 /// No process whose command line names `dir` (an ssh control master, a child) is left.
-fn assert_no_leftovers(dir: &Path) {
+pub fn assert_no_leftovers(dir: &Path) {
     let needle = dir.to_string_lossy().into_owned();
     let stragglers = || {
         std::fs::read_dir("/proc")
@@ -74,7 +74,7 @@ fn assert_no_leftovers(dir: &Path) {
     }
 }
 
-fn deployed_generation(bed: &mut TestBed, name: &str, generation: &str) -> String {
+pub fn deployed_generation(bed: &mut TestBed, name: &str, generation: &str) -> String {
     bed.set_generation(name, generation);
     bed.toplevel(name)
 }
@@ -296,7 +296,7 @@ fn a_host_that_refuses_our_key_came_back_wrong() {
 }
 
 /// A flakem started in the background; killed and reaped if the test fails first.
-struct Started {
+pub struct Started {
     child: Child,
     stderr: BufReader<std::process::ChildStderr>,
     seen: String,
@@ -304,7 +304,7 @@ struct Started {
 
 impl Started {
     /// Starts flakem and returns once it printed a line containing `needle` on stderr.
-    fn until(cmd: &mut Command, needle: &str) -> Started {
+    pub fn until(cmd: &mut Command, needle: &str) -> Started {
         let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
         let stderr = BufReader::new(child.stderr.take().unwrap());
         let mut started = Started {
@@ -329,13 +329,13 @@ impl Started {
         }
     }
 
-    fn interrupt(&self) {
+    pub fn interrupt(&self) {
         // SAFETY: kill(2) on the child this test started and has not reaped.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
     }
 
     /// Its exit status and everything it printed on stderr.
-    fn finish(mut self) -> (Option<i32>, String) {
+    pub fn finish(mut self) -> (Option<i32>, String) {
         let mut seen = std::mem::take(&mut self.seen);
         self.stderr.read_to_string(&mut seen).unwrap();
         (self.child.wait().unwrap().code(), seen)

@@ -3,6 +3,7 @@
 
 mod cli;
 mod e2e;
+mod fleet;
 mod support;
 mod testbed;
 mod testbed_smoke;

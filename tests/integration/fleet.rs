@@ -1,0 +1,216 @@
+//! Many hosts at once on the test bed: parallel deploys with one failing, @all and @pattern,
+//! the checks before any build, a build host, Ctrl-C across a fleet.
+
+use crate::e2e::{Started, assert_no_leftovers, deployed_generation, flakem, run, tmp_dir};
+use crate::testbed::{Reboot, Sudo, TestBed};
+
+/// Makes the host's activation fail: its activation log's directory is a file now.
+fn break_activation(bed: &TestBed, host: &str) {
+    let dir = bed.host(host).path("/var/lib/flakem-test");
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::write(&dir, "not a directory").unwrap();
+}
+
+#[test]
+fn four_hosts_at_once_one_fails_the_others_succeed() {
+    let hosts = ["web1", "web2", "db", "spare"];
+    let mut bed = TestBed::with_hosts(&hosts);
+    let systems: Vec<String> = hosts
+        .iter()
+        .map(|h| deployed_generation(&mut bed, h, "fleet"))
+        .collect();
+    break_activation(&bed, "db");
+    let out = run(&bed, &["switch-push", "--json", "web1,web2,db,spare"]);
+    out.status(1);
+    let summary: serde_json::Value =
+        serde_json::from_str(&out.stdout).expect("stdout is only JSON");
+    let rows = summary.as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for (row, (host, system)) in rows.iter().zip(hosts.iter().zip(&systems)) {
+        assert_eq!(row["host"], *host);
+        assert_eq!(row["target"], *host);
+        if *host == "db" {
+            assert_eq!(row["result"], "failed");
+            assert_eq!(row["step"], "nixos-rebuild");
+            assert_eq!(row["exit_code"], 1);
+            assert!(row["system"].is_null());
+        } else {
+            assert_eq!(row["result"], "ok", "{row}");
+            assert_eq!(row["system"], *system);
+            assert_eq!(
+                bed.host(host).readlink("/run/current-system").as_deref(),
+                Some(system.as_str())
+            );
+        }
+        assert!(row["seconds"].as_f64().unwrap() >= 0.0);
+    }
+    // Each host's lines are whole and prefixed; only the evaluation and probe come before.
+    for line in out.stderr.lines().skip(2) {
+        assert!(
+            hosts.iter().any(|h| line.starts_with(&format!("[{h}] ")))
+                || line.starts_with("flakem: "),
+            "{line}"
+        );
+    }
+    assert!(
+        out.messages()
+            .last()
+            .unwrap()
+            .contains("1 of 4 hosts failed"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn at_all_and_at_pattern_come_from_the_flake() {
+    let all = [
+        "bigmachine",
+        "another-machine",
+        "web1",
+        "web2",
+        "db",
+        "spare",
+    ];
+    let mut bed = TestBed::with_hosts(&all);
+    let out = run(&bed, &["ssh-wait", "@all", "true"]);
+    out.status(0);
+    for host in all {
+        assert!(
+            out.stdout
+                .lines()
+                .any(|l| l.starts_with(host) && l.contains(" ok ")),
+            "{host}: {}",
+            out.stdout
+        );
+    }
+    let web1 = deployed_generation(&mut bed, "web1", "p");
+    let web2 = deployed_generation(&mut bed, "web2", "p");
+    let out = run(&bed, &["switch-push", "@web*"]);
+    out.status(0);
+    assert_eq!(
+        bed.host("web1").readlink("/run/current-system"),
+        Some(web1.clone())
+    );
+    assert_eq!(
+        bed.host("web2").readlink("/run/current-system"),
+        Some(web2.clone())
+    );
+    assert!(
+        out.stdout.contains(&web1) && out.stdout.contains(&web2),
+        "the summary shows the systems: {}",
+        out.stdout
+    );
+    assert_eq!(
+        bed.host("db").activations(),
+        Vec::<String>::new(),
+        "@web* left db alone"
+    );
+    let out = run(&bed, &["switch-push", "@nothing*"]);
+    out.status(2);
+    assert!(out.messages()[0].contains("no configuration matches @nothing*"));
+}
+
+/// Each check stops flakem before anything is built, with exit 5 and a line that says why.
+#[test]
+fn the_checks_catch_problems_before_any_build() {
+    let mut bed = TestBed::with_hosts(&["web1", "web2"]);
+    bed.host("web2").add_user("carol", Sudo::No);
+    let cases: &[(&[&str], &str)] = &[
+        (&["switch-push", "ghost@web1", "web1"], "it refused our key"),
+        (
+            &["switch-push", "carol@web2", "web2"],
+            "sudo on carol@web2 wants a password",
+        ),
+        (&["switch-push", "web1,carol@web2"], "pass --no-sudo"),
+    ];
+    for (args, why) in cases {
+        let out = run(&bed, args);
+        out.status(5);
+        assert!(out.stderr.contains(why), "{args:?}: {}", out.stderr);
+        assert!(
+            !out.stderr.contains("+ nixos-rebuild"),
+            "nothing was built: {}",
+            out.stderr
+        );
+    }
+    let out = run(&bed, &["switch-push", "web1", "webb1"]);
+    out.status(2);
+    assert!(
+        out.messages()[0].contains("did you mean `web1`"),
+        "{}",
+        out.stderr
+    );
+
+    bed.forget_host_keys();
+    let out = run(&bed, &["switch-push", "web1"]);
+    out.status(5);
+    assert!(
+        out.stderr.contains("its host key is not known"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("+ nixos-rebuild"));
+    run(&bed, &["switch-push", "--no-check", "--dry-run", "web1"]).status(0);
+}
+
+#[test]
+fn a_reset_never_reboots_this_machine() {
+    let bed = TestBed::with_hosts(&["web1"]);
+    let here = std::fs::read_to_string("/etc/machine-id").unwrap();
+    assert!(
+        !here.trim().is_empty(),
+        "this machine has no /etc/machine-id to test with"
+    );
+    let h = bed.host("web1");
+    h.set_machine_id(here.trim());
+    let boot = h.boot_id();
+    let out = run(&bed, &["switch-push-reset", "web1"]);
+    out.status(5);
+    assert!(
+        out.stderr
+            .contains("is this machine (same /etc/machine-id)"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("+ nixos-rebuild"));
+    assert_eq!(h.boot_id(), boot);
+}
+
+#[test]
+fn a_build_host_builds_for_the_target() {
+    let mut bed = TestBed::with_hosts(&["web1", "bigmachine"]);
+    let system = deployed_generation(&mut bed, "web1", "built-elsewhere");
+    run(&bed, &["switch-push", "--build-host", "bigmachine", "web1"]).status(0);
+    assert_eq!(
+        bed.host("web1").readlink("/run/current-system"),
+        Some(system.clone())
+    );
+    assert!(
+        bed.host("bigmachine").store_has(&system),
+        "it was built on bigmachine"
+    );
+    assert_eq!(bed.host("bigmachine").activations(), Vec::<String>::new());
+}
+
+#[test]
+fn ctrl_c_stops_a_whole_fleet() {
+    let mut bed = TestBed::with_hosts(&["web1", "web2", "db"]);
+    for host in ["web1", "web2", "db"] {
+        bed.host(host).set_reboot(Reboot::Never);
+        deployed_generation(&mut bed, host, "c");
+    }
+    let tmp = tmp_dir(&bed);
+    let mut cmd = flakem(
+        &bed,
+        &tmp,
+        &["switch-push-reset", "--jobs", "2", "web1,web2,db"],
+    );
+    let flakem = Started::until(&mut cmd, "does not accept connections yet");
+    flakem.interrupt();
+    let (status, stderr) = flakem.finish();
+    assert_eq!(status, Some(130), "{stderr}");
+    assert_no_leftovers(&tmp);
+    // db never started: two jobs at a time, and both were waiting for a host that is gone.
+    assert!(bed.host("db").activations().is_empty());
+}
