@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::options::Timeout;
 use crate::plan::{Cmd, Plan, Step};
 use crate::signals::{self, Running};
+use crate::ssh;
 use crate::target::Host;
 
 /// How often the ssh port is probed with a plain TCP connect while the host is down.
@@ -388,12 +389,7 @@ impl<'a> Wait<'a> {
 
 /// The address ssh would connect to, from `ssh -G`; none when a proxy stands in between.
 fn probe_address(config: &str) -> Option<SocketAddr> {
-    let value = |key: &str| {
-        config.lines().find_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            (k == key).then(|| v.trim().to_owned())
-        })
-    };
+    let value = |key| ssh::config_value(config, key);
     let proxied = |key| value(key).is_some_and(|v| v != "none");
     if proxied("proxycommand") || proxied("proxyjump") {
         return None;

@@ -12,8 +12,9 @@ use crate::console::{Console, Stream};
 use crate::error::Error;
 use crate::exec;
 use crate::plan::Cmd;
+use crate::ssh::{self, Ssh};
 use crate::suggest;
-use crate::target::Target;
+use crate::target::{Host, Target};
 
 /// The configuration names of a flake.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -101,6 +102,48 @@ fn backticked(names: &[&str]) -> String {
         .map(|n| format!("`{n}`"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// For a host that names no configuration (an address, say): the one configuration whose
+/// ssh-resolved hostname is the host's own. `None` when none matches; an error when several do.
+pub fn find_by_hostname(
+    host: &Host,
+    names: &[String],
+    ssh: &Ssh,
+    console: &Console,
+) -> Result<Option<Target>, Error> {
+    let resolve = |name: &Host| -> Result<Option<String>, Error> {
+        let cmd = ssh.resolve(name);
+        console.trace(&cmd);
+        let out = exec::output(&cmd)?;
+        Ok(out
+            .status
+            .success()
+            .then(|| ssh::config_value(&String::from_utf8_lossy(&out.stdout), "hostname"))
+            .flatten())
+    };
+    let Some(wanted) = resolve(host)? else {
+        return Ok(None);
+    };
+    let mut matching = Vec::new();
+    for name in names {
+        if let Ok(candidate) = Host::parse(name)
+            && resolve(&candidate)?.as_deref() == Some(wanted.as_str())
+        {
+            matching.push(name.as_str());
+        }
+    }
+    match matching.as_slice() {
+        [] => Ok(None),
+        [one] => {
+            console.say(&format!("{host} is `{one}`: ssh resolves both to {wanted}"));
+            Target::parse(one).map(Some)
+        }
+        several => Err(Error::Usage(format!(
+            "{host} ({wanted}) could be any of {}: name the configuration after the host",
+            backticked(several)
+        ))),
+    }
 }
 
 /// A Nix string literal holding `s` verbatim.

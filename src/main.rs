@@ -89,8 +89,20 @@ fn run() -> Result<(), Error> {
     } else {
         Names::default()
     };
-    let machines = job.machines(&names.nixos)?;
-    for target in machines.iter().filter_map(|m| m.target.as_ref()) {
+    let mut machines = job.machines(&names.nixos)?;
+    for machine in &mut machines {
+        let Some(target) = &machine.target else {
+            continue;
+        };
+        // An address (or another name) for a host: the configuration ssh resolves alike.
+        if job.target.is_none()
+            && !names.nixos.contains(&target.to_string())
+            && let Some(found) =
+                flake::find_by_hostname(&machine.host, &names.nixos, &ssh, &console)?
+        {
+            machine.target = Some(found);
+            continue;
+        }
         flake::check_target(&names, target, &job.flake)?;
     }
     let dialect = match job.dialect {

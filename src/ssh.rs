@@ -98,6 +98,14 @@ impl Ssh {
     }
 }
 
+/// A value of `ssh -G` output (keys are lower case there), e.g. `hostname` or `port`.
+pub fn config_value(config: &str, key: &str) -> Option<String> {
+    config.lines().find_map(|line| {
+        let (k, v) = line.split_once(' ')?;
+        (k == key).then(|| v.trim().to_owned())
+    })
+}
+
 /// Where a host's steps keep their control sockets: one before a reboot, one after, and one
 /// for a build host.
 #[derive(Clone, Debug, PartialEq, Eq)]

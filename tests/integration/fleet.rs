@@ -155,6 +155,24 @@ fn the_checks_catch_problems_before_any_build() {
 }
 
 #[test]
+fn an_address_deploys_the_configuration_ssh_resolves_to_it() {
+    let mut bed = TestBed::with_hosts(&["web1", "web2"]);
+    let system = deployed_generation(&mut bed, "web2", "by-address");
+    let address = bed.host("web2").address().to_string();
+    let out = run(&bed, &["switch-push", &address]);
+    out.status(0);
+    assert!(
+        out.stderr.contains(&format!("flakem: {address} is `web2`")),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        bed.host("web2").readlink("/run/current-system"),
+        Some(system)
+    );
+}
+
+#[test]
 fn a_reset_never_reboots_this_machine() {
     let bed = TestBed::with_hosts(&["web1"]);
     let here = std::fs::read_to_string("/etc/machine-id").unwrap();
