@@ -4,6 +4,7 @@
 mod cli;
 mod e2e;
 mod fleet;
+mod packaging;
 mod support;
 mod testbed;
 mod testbed_smoke;
