@@ -106,6 +106,11 @@ impl Command {
         self.hosts() == Some(Hosts::Push)
     }
 
+    /// Commands that activate a configuration on a remote host.
+    pub fn activates_remotely(self) -> bool {
+        matches!(self.hosts(), Some(Hosts::Pull | Hosts::Push)) && self != Command::BuildThere
+    }
+
     /// Commands that wait for a host, and so take `--timeout`.
     pub fn waits(self) -> bool {
         self.resets() || self == Command::SshWait

@@ -19,6 +19,13 @@ static OUTPUT: Mutex<()> = Mutex::new(());
 /// How many of a host's last lines the summary shows when it failed.
 const TAIL: usize = 8;
 
+/// Writes flakem's own results (a plan, a summary) on stdout. A reader that went away
+/// (`| head`) is not an error worth a message.
+pub fn print_stdout(text: &str) {
+    let _whole = OUTPUT.lock().unwrap_or_else(|e| e.into_inner());
+    io::stdout().write_all(text.as_bytes()).ok();
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stream {
     Out,

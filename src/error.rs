@@ -28,6 +28,9 @@ pub enum Error {
     /// Some hosts of several failed; the summary says which.
     #[error("{0}")]
     HostsFailed(String),
+    /// `--confirm` was answered no.
+    #[error("nothing was activated: the answer was no")]
+    Declined,
     #[error("interrupted")]
     Interrupted,
     /// Anything else that went wrong on this machine (a temp dir, a pipe).
@@ -46,6 +49,7 @@ impl Error {
             Error::CameBackWrong(_) => 4,
             Error::Check(_) => 5,
             Error::HostsFailed(_) => 1,
+            Error::Declined => 1,
             Error::Interrupted => 130,
             Error::Io(_) => 1,
         }

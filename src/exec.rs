@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::console::{Console, Stream};
 use crate::error::Error;
 use crate::options::Timeout;
-use crate::plan::{Cmd, Plan, Step};
+use crate::plan::{Cmd, Plan, Step, Value};
 use crate::signals::{self, Running};
 use crate::ssh;
 use crate::target::Host;
@@ -28,6 +28,7 @@ struct Learnt {
     boot_id: Option<String>,
     system: Option<String>,
     new_boot_id: Option<String>,
+    drv: Option<String>,
 }
 
 /// Runs one host's plan, printing through its console.
@@ -86,9 +87,55 @@ impl<'a> Executor<'a> {
         self.learnt.system.as_deref()
     }
 
+    /// `step` with the values learnt so far in place of their placeholders.
+    fn resolved(&self, step: &Step) -> Step {
+        let values = [
+            (Value::Drv, &self.learnt.drv),
+            (Value::System, &self.learnt.system),
+        ];
+        let mut step = step.clone();
+        if let Step::Run(cmd) | Step::Learn { cmd, .. } = &mut step {
+            for (value, learnt) in values {
+                let Some(learnt) = learnt else { continue };
+                let fill = |w: &mut String| *w = w.replace(value.placeholder(), learnt);
+                cmd.argv.iter_mut().for_each(fill);
+            }
+        }
+        step
+    }
+
     fn step(&mut self, step: &Step) -> Result<(), Error> {
         let console = self.console;
+        let step = &self.resolved(step);
         match step {
+            Step::Learn { cmd, value } => {
+                console.trace(cmd);
+                let mut child = command(cmd);
+                self.console.attach(&mut child);
+                child.stdout(Stdio::piped());
+                let mut running = spawn(cmd, &mut child)?;
+                let stdout = running.child().stdout.take();
+                let stderr = running.child().stderr.take();
+                let mut text = String::new();
+                std::thread::scope(|s| {
+                    s.spawn(|| console.pump(None::<std::process::ChildStdout>, stderr));
+                    if let Some(mut out) = stdout {
+                        std::io::Read::read_to_string(&mut out, &mut text).ok();
+                    }
+                });
+                check(cmd, running.wait()?)?;
+                let line = text.lines().rev().find(|l| !l.trim().is_empty());
+                let line = line.map(|l| l.trim().to_owned());
+                let slot = match value {
+                    Value::Drv => &mut self.learnt.drv,
+                    Value::System => &mut self.learnt.system,
+                };
+                *slot = line;
+                if slot.is_none() {
+                    return Err(Error::Check(format!("`{}` printed nothing", cmd.program())));
+                }
+                Ok(())
+            }
             Step::Run(cmd) => {
                 console.trace(cmd);
                 let status = self.streamed(cmd)?;
@@ -261,6 +308,10 @@ impl<'a> Executor<'a> {
     fn streamed(&self, cmd: &Cmd) -> Result<ExitStatus, Error> {
         let mut child = command(cmd);
         self.console.attach(&mut child);
+        if cmd.program() == "ssh" {
+            // flakem's own remote commands read nothing, and must not eat what the user types.
+            child.stdin(Stdio::null());
+        }
         let mut running = spawn(cmd, &mut child)?;
         let stdout = running.child().stdout.take();
         let stderr = running.child().stderr.take();

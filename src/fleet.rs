@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::console::Console;
+use std::fmt::Write;
+
+use crate::console::{self, Console};
 use crate::error::Error;
 use crate::exec::{Executor, Failure};
 use crate::job::{Job, Machine};
@@ -53,10 +55,18 @@ pub fn run(job: &Job, parts: &[Part]) -> Result<(), Error> {
         && !job.json
     {
         let mut executor = Executor::new(&part.console);
+        let plan = &part.plan;
         let result = executor
-            .run(&part.plan.checks)
-            .and_then(|()| executor.run(&part.plan.steps));
-        executor.finish(&part.plan);
+            .run(&plan.checks)
+            .and_then(|()| executor.run(&plan.prepare))
+            .and_then(|()| {
+                confirm(job, parts, &[0]).map_err(|error| Failure {
+                    step: "confirm".into(),
+                    error,
+                })
+            })
+            .and_then(|()| executor.run(&plan.steps));
+        executor.finish(plan);
         return result.map_err(|f| f.error);
     }
     let outcomes = run_all(job, parts);
@@ -66,13 +76,15 @@ pub fn run(job: &Job, parts: &[Part]) -> Result<(), Error> {
     }
     summarize(job, &outcomes);
     let count = |v| outcomes.iter().filter(|o| o.result == v).count();
-    let failed = outcomes.iter().filter(|o| o.result == Verdict::Failed);
-    if outcomes.iter().any(|o| o.step.as_deref() == Some("check")) {
+    let at = |step: &str| outcomes.iter().any(|o| o.step.as_deref() == Some(step));
+    if at("check") {
         Err(Error::Check(format!(
             "checks failed for {} of {} hosts; nothing was built",
-            failed.count(),
+            count(Verdict::Failed),
             outcomes.len()
         )))
+    } else if at("confirm") {
+        Err(Error::Declined)
     } else if count(Verdict::Interrupted) > 0 || signals::interrupted() {
         Err(Error::Interrupted)
     } else if let [one] = outcomes.as_slice()
@@ -93,119 +105,179 @@ pub fn run(job: &Job, parts: &[Part]) -> Result<(), Error> {
     }
 }
 
+/// With `--confirm`: asks once, after every host's changes were shown, whether to activate.
+fn confirm(job: &Job, parts: &[Part], ready: &[usize]) -> Result<(), Error> {
+    if !job.confirm || ready.is_empty() || signals::interrupted() {
+        return Ok(());
+    }
+    let hosts: Vec<String> = ready
+        .iter()
+        .map(|&i| parts[i].machine.host.to_string())
+        .collect();
+    eprint!("flakem: activate on {}? [y/N] ", hosts.join(", "));
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    match answer.trim().to_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => Err(Error::Declined),
+    }
+}
+
+/// The phases of a run of several hosts. Every host is checked before any is built, and
+/// (with `--diff`) every host is built and compared before any is activated; within a phase
+/// hosts run `--jobs` at a time, and one failing stops only itself.
 fn run_all(job: &Job, parts: &[Part]) -> Vec<Outcome> {
-    let started = Instant::now();
-    // Checks first, all hosts at once: nothing is built unless every host passes.
-    let checked: Vec<Result<(), Failure>> = std::thread::scope(|s| {
-        let handles: Vec<_> = parts
-            .iter()
-            .map(|p| s.spawn(|| Executor::new(&p.console).run(&p.plan.checks)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a check thread"))
-            .collect()
+    let executors: Vec<Mutex<Executor>> = parts
+        .iter()
+        .map(|p| Mutex::new(Executor::new(&p.console)))
+        .collect();
+    let mut outcomes: Vec<Outcome> = parts.iter().map(|p| outcome(p, None)).collect();
+    let everyone: Vec<usize> = (0..parts.len()).collect();
+    // Checks: all hosts at once, and nothing is built unless every host passes.
+    let checked = phase(parts.len(), &everyone, |i| {
+        lock(&executors[i]).run(&parts[i].plan.checks)
     });
-    if checked.iter().any(Result::is_err) {
-        return parts
-            .iter()
-            .zip(checked)
-            .map(|(part, result)| {
-                let mut outcome = outcome(part, started, None);
-                match result {
-                    Ok(()) => outcome.result = Verdict::Skipped,
-                    Err(failure) => {
-                        part.console.say(&failure.error.to_string());
-                        fail(&mut outcome, failure);
+    if checked.iter().any(|r| matches!(r, Some(Err(_)))) {
+        for (i, result) in checked.into_iter().enumerate() {
+            match result {
+                Some(Err(failure)) => fail(&parts[i], &mut outcomes[i], failure),
+                _ => outcomes[i].result = Verdict::Skipped,
+            }
+        }
+        return outcomes;
+    }
+    let mut ready = everyone;
+    for (n, steps) in [
+        (|p: &Part| &p.plan.prepare) as fn(&Part) -> &Vec<crate::plan::Step>,
+        |p: &Part| &p.plan.steps,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let preparing = n == 0;
+        if steps(&parts[0]).is_empty() {
+            continue;
+        }
+        let results = phase(job.parallel(ready.len()), &ready, |i| {
+            let started = Instant::now();
+            let result = lock(&executors[i]).run(steps(&parts[i]));
+            (started.elapsed().as_secs_f64(), result)
+        });
+        for (i, result) in results.into_iter().enumerate() {
+            let outcome = &mut outcomes[i];
+            match result {
+                None if ready.contains(&i) => outcome.result = Verdict::Skipped,
+                None => {}
+                Some((seconds, result)) => {
+                    outcome.seconds += seconds;
+                    match result {
+                        Ok(()) => {}
+                        Err(f) if matches!(f.error, Error::Interrupted) => {
+                            outcome.result = Verdict::Interrupted;
+                            outcome.step = Some(f.step);
+                        }
+                        Err(failure) => fail(&parts[i], outcome, failure),
                     }
                 }
-                outcome
-            })
-            .collect();
+            }
+        }
+        ready.retain(|&i| outcomes[i].result == Verdict::Ok);
+        if preparing && let Err(error) = confirm(job, parts, &ready) {
+            for &i in &ready {
+                outcomes[i].result = Verdict::Skipped;
+                outcomes[i].step = Some("confirm".into());
+            }
+            if !matches!(error, Error::Declined) {
+                parts[0].console.say(&error.to_string());
+            }
+            return outcomes;
+        }
     }
+    for (i, outcome) in outcomes.iter_mut().enumerate() {
+        let executor = lock(&executors[i]);
+        outcome.system = executor.system().map(str::to_owned);
+        outcome.seconds = (outcome.seconds * 10.0).round() / 10.0;
+        if outcome.result != Verdict::Ok {
+            outcome.system = None;
+        }
+    }
+    outcomes
+}
+
+/// Runs `work` for the hosts `which`, `jobs` at a time; hosts not started before Ctrl-C
+/// stay `None`.
+fn phase<T: Send>(
+    jobs: usize,
+    which: &[usize],
+    work: impl Fn(usize) -> T + Sync,
+) -> Vec<Option<T>> {
     let next = AtomicUsize::new(0);
-    let outcomes: Mutex<Vec<Option<Outcome>>> = Mutex::new(parts.iter().map(|_| None).collect());
+    let size = which.iter().max().map_or(0, |m| m + 1);
+    let results: Mutex<Vec<Option<T>>> = Mutex::new((0..size).map(|_| None).collect());
     std::thread::scope(|s| {
-        for _ in 0..job.parallel(parts.len()) {
+        for _ in 0..jobs.max(1) {
             s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(part) = parts.get(i) else { break };
-                    let result = run_one(part);
-                    outcomes.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
+                while let Some(&i) = which.get(next.fetch_add(1, Ordering::SeqCst)) {
+                    if signals::interrupted() {
+                        break;
+                    }
+                    let result = work(i);
+                    lock(&results)[i] = Some(result);
                 }
             });
         }
     });
-    outcomes
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner())
-        .into_iter()
-        .map(|o| o.expect("every part ran"))
-        .collect()
+    results.into_inner().unwrap_or_else(|e| e.into_inner())
 }
 
-fn run_one(part: &Part) -> Outcome {
-    let started = Instant::now();
-    if signals::interrupted() {
-        let mut skipped = outcome(part, started, None);
-        skipped.result = Verdict::Skipped;
-        return skipped;
-    }
-    let mut executor = Executor::new(&part.console);
-    let result = executor.run(&part.plan.steps);
-    executor.finish(&part.plan);
-    let mut outcome = outcome(part, started, executor.system());
-    if let Err(failure) = result {
-        if let Error::Interrupted = failure.error {
-            outcome.result = Verdict::Interrupted;
-            outcome.step = Some(failure.step);
-        } else {
-            part.console.say(&failure.error.to_string());
-            fail(&mut outcome, failure);
-        }
-    }
-    outcome.tail = part.console.tail();
-    outcome
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn outcome(part: &Part, started: Instant, system: Option<&str>) -> Outcome {
+fn outcome(part: &Part, system: Option<&str>) -> Outcome {
     Outcome {
         host: part.machine.host.to_string(),
         target: part.machine.target.as_ref().map(ToString::to_string),
         result: Verdict::Ok,
         step: None,
         exit_code: None,
-        seconds: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+        seconds: 0.0,
         system: system.map(str::to_owned),
         message: None,
         tail: Vec::new(),
     }
 }
 
-fn fail(outcome: &mut Outcome, failure: Failure) {
+/// Marks `outcome` failed at `failure`'s step, and says why on the host's console.
+fn fail(part: &Part, outcome: &mut Outcome, failure: Failure) {
+    part.console.say(&failure.error.to_string());
     outcome.result = Verdict::Failed;
     outcome.exit_code = Some(failure.error.status());
     outcome.message = Some(failure.error.to_string());
     outcome.step = Some(failure.step);
+    outcome.tail = part.console.tail();
 }
 
 /// The table on stdout, or the JSON summary with `--json`.
 fn summarize(job: &Job, outcomes: &[Outcome]) {
     if job.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(outcomes).expect("plain data")
-        );
+        let json = serde_json::to_string_pretty(outcomes).expect("plain data");
+        console::print_stdout(&format!("{json}\n"));
         return;
     }
+    let mut out = String::new();
     let width = outcomes
         .iter()
         .map(|o| o.host.len())
         .max()
         .unwrap_or(4)
         .max(4);
-    println!("{:width$}  {:40}  {:>7}  SYSTEM", "HOST", "RESULT", "TIME");
+    writeln!(
+        out,
+        "{:width$}  {:40}  {:>7}  SYSTEM",
+        "HOST", "RESULT", "TIME"
+    )
+    .ok();
     for o in outcomes {
         let result = match (&o.result, &o.step, o.exit_code) {
             (Verdict::Failed, Some(step), Some(code)) => format!("failed at {step} (exit {code})"),
@@ -213,14 +285,17 @@ fn summarize(job: &Job, outcomes: &[Outcome]) {
             (verdict, _, _) => format!("{verdict:?}").to_lowercase(),
         };
         let system = o.system.as_deref().unwrap_or("");
-        println!(
+        writeln!(
+            out,
             "{:width$}  {result:40}  {:>6.1}s  {system}",
             o.host, o.seconds
-        );
+        )
+        .ok();
         if o.result == Verdict::Failed {
             for line in o.message.iter().chain(&o.tail) {
-                println!("{:width$}  | {line}", "");
+                writeln!(out, "{:width$}  | {line}", "").ok();
             }
         }
     }
+    console::print_stdout(&out);
 }

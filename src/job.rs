@@ -30,6 +30,10 @@ pub struct Job {
     pub jobs: Option<usize>,
     pub json: bool,
     pub log_dir: Option<PathBuf>,
+    /// Build and copy first, show what changes, then activate.
+    pub diff: bool,
+    /// Ask once, after the diffs, before activating anything.
+    pub confirm: bool,
 }
 
 /// One host of a job and the configuration it gets.
@@ -71,7 +75,9 @@ impl Job {
             wait,
             gc,
             push,
+            diff,
         } = settings;
+        let confirm = diff.as_ref().is_some_and(|d| d.confirm);
         Ok(Job {
             command,
             action: inv.action.unwrap_or(command.default_action()),
@@ -89,6 +95,8 @@ impl Job {
             jobs: options.jobs.map(usize::from),
             json: options.json,
             log_dir: options.log_dir,
+            diff: confirm || diff.is_some_and(|d| d.diff),
+            confirm,
         })
     }
 

@@ -19,6 +19,7 @@ mod ssh;
 mod suggest;
 mod target;
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -81,6 +82,13 @@ fn run() -> Result<(), Error> {
     if job.dry_run {
         return dry_run(&job, &ssh);
     }
+    if job.confirm && !std::io::stdin().is_terminal() {
+        return Err(Error::Usage(
+            "--confirm asks on the terminal, and stdin is not one; --diff shows the changes \
+             without asking"
+                .into(),
+        ));
+    }
     signals::install()?;
     let console = Console::plain();
     // One evaluation for every host: their targets, and the names behind @all and @pattern.
@@ -138,6 +146,8 @@ fn run() -> Result<(), Error> {
 
 /// Prints the plan of every host on stdout; starts nothing.
 fn dry_run(job: &Job, ssh: &Ssh) -> Result<(), Error> {
+    use std::fmt::Write;
+    let mut out = String::new();
     let (dialect, why) = match job.dialect {
         DialectChoice::Ng => (Dialect::Ng, "given"),
         DialectChoice::Legacy => (Dialect::Legacy, "given"),
@@ -147,14 +157,16 @@ fn dry_run(job: &Job, ssh: &Ssh) -> Result<(), Error> {
         ),
     };
     if job.command.hosts().is_some() {
-        println!("# dialect: {dialect} ({why})");
+        writeln!(out, "# dialect: {dialect} ({why})").ok();
     }
     // Without an evaluation, @all and @pattern stand for hosts known only at run time.
     let machines = if job.hosts.needs_names() {
-        println!(
+        writeln!(
+            out,
             "# hosts: {}, from {}#nixosConfigurations (one nix eval)",
             job.hosts, job.flake
-        );
+        )
+        .ok();
         job.machines(&[String::from("<host>")]).unwrap_or_default()
     } else {
         job.machines(&[])?
@@ -170,13 +182,15 @@ fn dry_run(job: &Job, ssh: &Ssh) -> Result<(), Error> {
     let several = machines.len() > 1;
     for (i, machine) in machines.iter().enumerate() {
         if several {
-            println!("# [{}]", machine.host);
+            writeln!(out, "# [{}]", machine.host).ok();
         }
         if let Some(target) = &machine.target {
-            println!(
+            writeln!(
+                out,
                 "# check: `{target}` is in {}#nixosConfigurations (one nix eval)",
                 job.flake
-            );
+            )
+            .ok();
         }
         let cx = Context {
             dialect,
@@ -184,8 +198,9 @@ fn dry_run(job: &Job, ssh: &Ssh) -> Result<(), Error> {
             control_dir: PathBuf::from(format!("<tmp>/{i}")),
             summary: several || job.json,
         };
-        print!("{}", plan::plan(job, machine, &cx));
+        write!(out, "{}", plan::plan(job, machine, &cx)).ok();
     }
+    console::print_stdout(&out);
     Ok(())
 }
 

@@ -47,6 +47,19 @@ pub struct Options {
     pub log_dir: Option<std::path::PathBuf>,
 }
 
+/// Options of the commands that activate on a remote host.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct DiffOptions {
+    /// Before activating, show the package changes between what each host runs and what it
+    /// is about to get (nix store diff-closures, run there)
+    #[arg(long)]
+    pub diff: bool,
+
+    /// Like --diff, then ask once whether to go on (needs a terminal)
+    #[arg(long)]
+    pub confirm: bool,
+}
+
 /// Options of the commands that build here and deploy elsewhere.
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
 pub struct PushOptions {
@@ -117,6 +130,7 @@ pub struct Settings {
     pub wait: Option<WaitOptions>,
     pub gc: Option<GcOptions>,
     pub push: Option<PushOptions>,
+    pub diff: Option<DiffOptions>,
 }
 
 fn parse_flake_ref(s: &str) -> Result<String, String> {
@@ -196,6 +210,9 @@ fn subcommand(c: Command) -> clap::Command {
     }
     if c.pushes() {
         sub = PushOptions::augment_args(sub);
+    }
+    if c.activates_remotely() {
+        sub = DiffOptions::augment_args(sub);
     }
     // Positionals are parsed by the grammar (options may stand between them); they are
     // declared here so that help and completions show them.
@@ -277,6 +294,7 @@ pub fn settings(command: Command, words: &[String]) -> Result<Settings, clap::Er
         wait: from_matches_if::<WaitOptions>(command.waits(), sub)?,
         gc: from_matches_if::<GcOptions>(command.resets(), sub)?,
         push: from_matches_if::<PushOptions>(command.pushes(), sub)?,
+        diff: from_matches_if::<DiffOptions>(command.activates_remotely(), sub)?,
     })
 }
 

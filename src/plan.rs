@@ -60,6 +60,9 @@ pub enum Step {
     ReadBootState(Cmd),
     /// Prints the system a deploy left on the host, for the summary.
     ReadSystem(Cmd),
+    /// Prints a value later steps use: the last line of its output becomes `<drv>` or
+    /// `<system>` in their arguments.
+    Learn { cmd: Cmd, value: Value },
     /// Asks for a reboot; the connection dying under it (ssh's 255) is success.
     Reboot(Cmd),
     /// Closes a control master; harmless when there is none.
@@ -93,10 +96,30 @@ pub enum Step {
 pub struct Plan {
     /// Run for every host before any host's steps: nothing is built if one fails.
     pub checks: Vec<Step>,
+    /// With `--diff`: build, copy and show the changes, for every host before any activates.
+    pub prepare: Vec<Step>,
     pub steps: Vec<Step>,
     /// Run on every way out, success, failure or Ctrl-C: a `ControlPersist` master would
     /// otherwise outlive flakem.
     pub finally: Vec<Step>,
+}
+
+/// A value a step learns at run time, written as a placeholder in the plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Value {
+    /// The system's derivation, evaluated here.
+    Drv,
+    /// The built system's store path.
+    System,
+}
+
+impl Value {
+    pub fn placeholder(self) -> &'static str {
+        match self {
+            Value::Drv => "<drv>",
+            Value::System => "<system>",
+        }
+    }
 }
 
 /// What a plan depends on besides the job.
@@ -131,8 +154,14 @@ pub fn plan(job: &Job, machine: &Machine, cx: &Context) -> Plan {
             checks.push(check_host(cx.ssh, conn, builder, false, false));
         }
     }
+    let mut prepare = Vec::new();
     if let (Some(hosts), Some(target)) = (hosts, &machine.target) {
-        steps.push(Step::Run(rebuild(job, hosts, host, target, cx.dialect)));
+        if job.diff {
+            prepare = build_and_diff(job, hosts, host, target, cx, &sockets);
+            steps.extend(activate(job, host, cx));
+        } else {
+            steps.push(Step::Run(rebuild(job, hosts, host, target, cx.dialect)));
+        }
     }
     if job.command == Command::SshWait {
         steps.push(Step::WaitForSsh {
@@ -153,7 +182,9 @@ pub fn plan(job: &Job, machine: &Machine, cx: &Context) -> Plan {
     }
     // Every control master a step may have started is closed on any way out.
     let mut finally = Vec::new();
-    let uses_before = !checks.is_empty() || steps.iter().any(|s| matches!(s, Step::ReadSystem(_)));
+    let uses_before = !checks.is_empty()
+        || !prepare.is_empty()
+        || steps.iter().any(|s| matches!(s, Step::ReadSystem(_)));
     if uses_before || job.command.resets() {
         finally.push(close(cx.ssh, &sockets.before, host));
     }
@@ -165,9 +196,112 @@ pub fn plan(job: &Job, machine: &Machine, cx: &Context) -> Plan {
     }
     Plan {
         checks,
+        prepare,
         steps,
         finally,
     }
+}
+
+/// `--diff`: what nixos-rebuild does in one go, split so that the changes can be shown
+/// before activation. Evaluate here; build here (push) or on the host (pull, copying the
+/// derivation there); copy to the host; compare there with what it runs.
+fn build_and_diff(
+    job: &Job,
+    hosts: Hosts,
+    host: &Host,
+    target: &Target,
+    cx: &Context,
+    sockets: &Sockets,
+) -> Vec<Step> {
+    let nix = |words: &[&str]| -> Vec<String> {
+        ["nix", "--extra-experimental-features", "nix-command flakes"]
+            .iter()
+            .chain(words)
+            .map(|w| w.to_string())
+            .collect()
+    };
+    let attr = format!(
+        "{}#nixosConfigurations.\"{target}\".config.system.build.toplevel.drvPath",
+        job.flake
+    );
+    let mut eval = nix(&["eval", "--raw", &attr]);
+    eval.extend(job.rest.iter().cloned());
+    let store = format!("ssh://{host}");
+    // nix copy's own ssh shares flakem's connection to the host.
+    let control = format!(
+        "-o ControlMaster=auto -o ControlPath={} -o ControlPersist=60",
+        sockets.before.display()
+    );
+    let sshopts = [cx.ssh.user_options.join(" "), control].join(" ");
+    let copy = |words: &[&str]| Cmd {
+        env: vec![("NIX_SSHOPTS".to_owned(), sshopts.trim().to_owned())],
+        argv: nix(words),
+    };
+    let before = Connection::Shared(&sockets.before);
+    let (drv, system) = (Value::Drv.placeholder(), Value::System.placeholder());
+    let mut steps = vec![Step::Learn {
+        cmd: Cmd::new(eval),
+        value: Value::Drv,
+    }];
+    if hosts == Hosts::Pull {
+        steps.push(Step::Run(copy(&[
+            "copy",
+            "--derivation",
+            "-s",
+            "--to",
+            &store,
+            drv,
+        ])));
+        steps.push(Step::Learn {
+            cmd: cx
+                .ssh
+                .script(before, host, &[&["nix-store", "--realise", drv]]),
+            value: Value::System,
+        });
+    } else {
+        steps.push(Step::Learn {
+            cmd: Cmd::new(["nix-store", "--realise", drv].map(str::to_owned).to_vec()),
+            value: Value::System,
+        });
+        steps.push(Step::Run(copy(&["copy", "-s", "--to", &store, system])));
+    }
+    let diff = quote::join(&nix(&[
+        "store",
+        "diff-closures",
+        "/run/current-system",
+        system,
+    ]));
+    let script = format!(
+        "if [ -e /run/current-system ]; then {diff}; else echo 'nothing runs there yet'; fi"
+    );
+    steps.push(Step::Run(cx.ssh.raw(before, host, &[script])));
+    steps
+}
+
+/// `--diff`: activate the system built and copied before, as nixos-rebuild would. ng takes
+/// the prebuilt path itself; for legacy, its activation steps are run over ssh.
+fn activate(job: &Job, host: &Host, cx: &Context) -> Vec<Step> {
+    let system = Value::System.placeholder();
+    let action = job.action.name();
+    if cx.dialect == Dialect::Ng {
+        let mut argv = vec!["nixos-rebuild", action];
+        argv.extend(cx.dialect.house_flags(job.sudo));
+        argv.extend(["--store-path", system, "--target-host", host.as_str()]);
+        return vec![Step::Run(Cmd::new(
+            argv.into_iter().map(str::to_owned).collect(),
+        ))];
+    }
+    let sudo: &[&str] = if job.sudo { &["sudo"] } else { &[] };
+    let conn = Connection::Shared(&cx.control_dir.join("before"));
+    let switch = format!("{system}/bin/switch-to-configuration");
+    let mut steps = Vec::new();
+    if matches!(job.action, Action::Switch | Action::Boot) {
+        let set = [sudo, &["nix-env", "-p", PROFILE, "--set", system]].concat();
+        steps.push(Step::Run(cx.ssh.script(conn, host, &[&set])));
+    }
+    let run = [sudo, &[switch.as_str(), action]].concat();
+    steps.push(Step::Run(cx.ssh.script(conn, host, &[&run])));
+    steps
 }
 
 /// Where the system an action deployed can be read: the profile for `boot`, the running
@@ -309,6 +443,9 @@ impl fmt::Display for Step {
                 "+ {cmd}\n# remember <boot-id> and <system>; refuse if it is this machine"
             ),
             Step::ReadSystem(cmd) => write!(f, "+ {cmd}\n# the deployed system, for the summary"),
+            Step::Learn { cmd, value } => {
+                write!(f, "+ {cmd}\n# its last line is {}", value.placeholder())
+            }
             Step::Reboot(cmd) => write!(
                 f,
                 "+ {cmd}\n# ssh's exit 255, the connection dying with the reboot, counts as success"
@@ -362,6 +499,13 @@ impl Step {
             Step::CheckHost { .. } => "check".into(),
             Step::ReadBootState(_) => "read boot id".into(),
             Step::ReadSystem(_) => "read system".into(),
+            Step::Learn {
+                value: Value::Drv, ..
+            } => "evaluate".into(),
+            Step::Learn {
+                value: Value::System,
+                ..
+            } => "build".into(),
             Step::Reboot(_) => "reboot".into(),
             Step::CloseMaster { .. } => "close ssh".into(),
             Step::WaitForNewBoot { .. } => "wait for new boot".into(),
@@ -375,7 +519,16 @@ impl Step {
 /// The dry-run form of the whole plan.
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for step in self.checks.iter().chain(&self.steps) {
+        for step in &self.checks {
+            writeln!(f, "{step}")?;
+        }
+        for step in &self.prepare {
+            writeln!(f, "{step}")?;
+        }
+        if !self.prepare.is_empty() {
+            writeln!(f, "# (every host is prepared before any is activated)")?;
+        }
+        for step in &self.steps {
             writeln!(f, "{step}")?;
         }
         if !self.finally.is_empty() {

@@ -125,6 +125,10 @@ impl Host {
         Ok(Host(word.to_owned()))
     }
 
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     /// The host without any `user@`: the default flake target.
     pub fn without_user(&self) -> &str {
         self.0.split_once('@').map_or(&self.0, |(_, h)| h)

@@ -86,6 +86,8 @@ const CASES: &[&[&str]] = &[
         "web1,root@web2",
     ],
     &["switch-push", "--json", "--no-sudo", "@web*"],
+    &["switch-push", "--diff", "web1", "--show-trace"],
+    &["switch-pull", "--confirm", "boot", "me@web2"],
     &["switch-pull-reset", "root@10.3.2.1", "another-machine"],
     &[
         "switch-push-reset",

@@ -14,13 +14,18 @@ const SECOND: Duration = Duration::from_secs(1);
 /// A deadline for a whole flakem run on the bed; far above what any run needs.
 const RUN_DEADLINE: Duration = Duration::from_secs(120);
 
-/// flakem in the bed's environment, with the ng stand-in first on PATH and its temporary
-/// files (control sockets) under `tmp`, so leftovers can be found by path.
+/// flakem in the bed's environment.
 pub fn flakem(bed: &TestBed, tmp: &Path, args: &[&str]) -> Command {
+    in_bed(bed, tmp, env!("CARGO_BIN_EXE_flakem").as_ref(), args)
+}
+
+/// `program` as flakem runs on the bed: the ng stand-in first on PATH, temporary files
+/// (control sockets) under `tmp`, so leftovers can be found by path.
+pub fn in_bed(bed: &TestBed, tmp: &Path, program: &Path, args: &[&str]) -> Command {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut dirs = vec![fixtures().join("bin-ng")];
     dirs.extend(std::env::split_paths(&path));
-    let mut cmd = bed.command(env!("CARGO_BIN_EXE_flakem"));
+    let mut cmd = bed.command(program);
     cmd.args(args)
         .env("PATH", std::env::join_paths(dirs).unwrap())
         .env("TMPDIR", tmp)

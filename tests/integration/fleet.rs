@@ -1,7 +1,10 @@
 //! Many hosts at once on the test bed: parallel deploys with one failing, @all and @pattern,
 //! the checks before any build, a build host, Ctrl-C across a fleet.
 
-use crate::e2e::{Started, assert_no_leftovers, deployed_generation, flakem, run, tmp_dir};
+use std::path::Path;
+use std::process::Stdio;
+
+use crate::e2e::{Started, assert_no_leftovers, deployed_generation, flakem, in_bed, run, tmp_dir};
 use crate::testbed::{Reboot, Sudo, TestBed};
 
 /// Makes the host's activation fail: its activation log's directory is a file now.
@@ -169,6 +172,108 @@ fn an_address_deploys_the_configuration_ssh_resolves_to_it() {
     assert_eq!(
         bed.host("web2").readlink("/run/current-system"),
         Some(system)
+    );
+}
+
+#[test]
+fn diff_shows_what_changes_before_activating() {
+    let mut bed = TestBed::with_hosts(&["web1", "web2"]);
+    deployed_generation(&mut bed, "web1", "1");
+    deployed_generation(&mut bed, "web2", "1");
+    run(&bed, &["switch-push", "web1,web2"]).status(0);
+    let web1 = deployed_generation(&mut bed, "web1", "2");
+    let web2 = deployed_generation(&mut bed, "web2", "2");
+    // Push with ng's --store-path, pull with legacy's activation steps over ssh.
+    for (args, host, system) in [
+        (&["switch-push", "--diff", "web1"][..], "web1", &web1),
+        (
+            &["switch-pull", "--diff", "--dialect", "legacy", "web2"],
+            "web2",
+            &web2,
+        ),
+    ] {
+        let out = run(&bed, args);
+        out.status(0);
+        let changed = format!("nixos-system-{host}-gen: 1 → 2");
+        let diff = out
+            .stderr
+            .find(&changed)
+            .or_else(|| out.stdout.find(&changed));
+        assert!(
+            diff.is_some(),
+            "{args:?}: no `{changed}` in {}{}",
+            out.stdout,
+            out.stderr
+        );
+        assert_eq!(
+            bed.host(host).readlink("/run/current-system").as_ref(),
+            Some(system)
+        );
+    }
+}
+
+/// `--confirm` through a real pseudo-terminal (util-linux `script`), answered each way.
+#[test]
+fn confirm_asks_once_on_the_terminal() {
+    let mut bed = TestBed::with_hosts(&["web1"]);
+    let h = bed.host("web1");
+    let system = deployed_generation(&mut bed, "web1", "confirmed");
+    let tmp = tmp_dir(&bed);
+    let on_a_terminal = |answer: &str| {
+        let line = [
+            env!("CARGO_BIN_EXE_flakem"),
+            "switch-push",
+            "--confirm",
+            "web1",
+        ]
+        .map(crate::testbed::shell_quote)
+        .join(" ");
+        let args = ["-qec", line.as_str(), "/dev/null"];
+        let mut script = in_bed(&bed, &tmp, Path::new("script"), &args);
+        script.stdin(Stdio::piped()).stdout(Stdio::piped());
+        let mut child = script.spawn().unwrap();
+        // Answer only once asked, as a person would.
+        let mut stdout = child.stdout.take().unwrap();
+        let mut text = Vec::new();
+        let mut byte = [0u8; 1];
+        while !String::from_utf8_lossy(&text).contains("[y/N] ") {
+            use std::io::Read;
+            assert_eq!(
+                stdout.read(&mut byte).unwrap(),
+                1,
+                "no question in {}",
+                String::from_utf8_lossy(&text)
+            );
+            text.push(byte[0]);
+        }
+        use std::io::{Read, Write};
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(answer.as_bytes())
+            .unwrap();
+        stdout.read_to_end(&mut text).unwrap();
+        let status = child.wait().unwrap();
+        (status.code(), String::from_utf8_lossy(&text).into_owned())
+    };
+    let (status, text) = on_a_terminal("n\n");
+    assert_eq!(status, Some(1), "{text}");
+    assert!(
+        text.contains("activate on web1? [y/N]") && text.contains("the answer was no"),
+        "{text}"
+    );
+    assert_ne!(h.readlink("/run/current-system").as_ref(), Some(&system));
+    let (status, text) = on_a_terminal("y\n");
+    assert_eq!(status, Some(0), "{text}");
+    assert_eq!(h.readlink("/run/current-system"), Some(system));
+    // Without a terminal it refuses before anything runs.
+    let out = run(&bed, &["switch-push", "--confirm", "web1"]);
+    out.status(2);
+    assert!(
+        out.messages()[0].contains("stdin is not one"),
+        "{}",
+        out.stderr
     );
 }
 
