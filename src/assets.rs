@@ -5,7 +5,6 @@
 //! link named after a command (`switch-push`), flakem completes and documents that command
 //! alone, under the link's name.
 
-use std::ffi::OsStr;
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -17,18 +16,12 @@ use crate::options;
 /// With `COMPLETE=<shell>` set, prints that shell's registration script for the name flakem
 /// was started as, or answers its completion request, and exits; otherwise returns at once.
 pub fn complete_from_env() {
-    let called_as = std::env::args_os().next().and_then(|a| command_named(&a));
+    let called_as = std::env::args_os()
+        .next()
+        .and_then(|a| Command::called_as(&a));
     CompleteEnv::with_factory(|| tree_as(called_as))
         .shells(Shells(&[&Bash, &ZshAutoload, &Fish, &Elvish, &Powershell]))
         .complete();
-}
-
-/// The command a program path names, when it is a link named after one.
-fn command_named(program: &OsStr) -> Option<Command> {
-    Path::new(program)
-        .file_name()?
-        .to_str()
-        .and_then(Command::from_name)
 }
 
 /// The tree a user sees: `flakem` with its subcommands or, through a link, that command on

@@ -1,7 +1,10 @@
 //! The one list of flakem's commands. The subcommands, the names the binary answers to
-//! through links, the help text and the completions all come from [`Command::ALL`].
+//! through links, the help text and the completions all come from [`Command::ALL`]; the Nix
+//! package reads the same names from `commands.json`, and a test keeps the two equal.
 
+use std::ffi::OsStr;
 use std::fmt;
+use std::path::Path;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Command {
@@ -72,6 +75,15 @@ impl Command {
 
     pub fn from_name(name: &str) -> Option<Command> {
         Command::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// The command a program path names, when flakem was started through a link named
+    /// after one.
+    pub fn called_as(program: &OsStr) -> Option<Command> {
+        Path::new(program)
+            .file_name()?
+            .to_str()
+            .and_then(Command::from_name)
     }
 
     /// The `nixos-rebuild` hosts of this command; `None` for `ssh-wait`, which runs no rebuild.
@@ -163,5 +175,28 @@ impl Action {
 
     pub fn chosen_from(word: &str) -> Option<Action> {
         Action::CHOSEN.into_iter().find(|a| a.name() == word)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `commands.json` is the list the Nix package reads (links, packages, overlay, modules).
+    #[test]
+    fn the_names_are_those_of_commands_json() {
+        let listed: Vec<String> = serde_json::from_str(include_str!("../commands.json")).unwrap();
+        assert_eq!(listed, Command::ALL.map(Command::name));
+    }
+
+    #[test]
+    fn links_name_their_command() {
+        let called = |p: &str| Command::called_as(OsStr::new(p));
+        assert_eq!(
+            called("/nix/store/x-flakem/bin/switch-push"),
+            Some(Command::SwitchPush)
+        );
+        assert_eq!(called("ssh-wait"), Some(Command::SshWait));
+        assert_eq!(called("/usr/bin/flakem"), None);
     }
 }

@@ -54,12 +54,7 @@ fn run() -> Result<(), Error> {
         return Ok(assets::generate(Path::new(&dir))?);
     }
     let mut args = std::env::args_os();
-    let called_as = args.next().as_deref().and_then(|a| {
-        Path::new(a)
-            .file_name()?
-            .to_str()
-            .and_then(Command::from_name)
-    });
+    let called_as = args.next().as_deref().and_then(Command::called_as);
     let args = args
         .map(|a| {
             a.into_string()
@@ -220,7 +215,8 @@ fn clap_error(e: clap::Error) -> Result<(), Error> {
     use clap::error::ErrorKind;
     match e.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            e.print()?;
+            // A reader that went away (`| head`) is no error worth reporting.
+            e.print().ok();
             Ok(())
         }
         ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {

@@ -185,15 +185,17 @@ impl GcAge {
 
 /// The whole command tree: `flakem` with one subcommand per entry of [`Command::ALL`].
 pub fn tree() -> clap::Command {
-    let root = clap::Command::new("flakem")
+    // `about` after `augment_args`: the derive would put the structs' docs there instead.
+    let root = Options::augment_args(clap::Command::new("flakem"))
         .version(env!("CARGO_PKG_VERSION"))
         .about("Deploy NixOS machines declared in a flake, printing every command it runs")
         .subcommand_required(true)
+        .disable_help_subcommand(true)
+        .propagate_version(true)
         .after_help(EXIT_CODES);
-    let root = Options::augment_args(root);
-    Command::ALL
-        .into_iter()
-        .fold(root, |root, c| root.subcommand(subcommand(c)))
+    Command::ALL.into_iter().fold(root, |root, c| {
+        root.subcommand(subcommand(c).about(c.about()))
+    })
 }
 
 const EXIT_CODES: &str = "Exit status: 0 success; a failed step's own status; 2 refused invocation; \
@@ -201,7 +203,7 @@ const EXIT_CODES: &str = "Exit status: 0 success; a failed step's own status; 2 
 missing; 130 interrupted.";
 
 fn subcommand(c: Command) -> clap::Command {
-    let mut sub = clap::Command::new(c.name()).about(c.about());
+    let mut sub = clap::Command::new(c.name());
     if c.waits() {
         sub = WaitOptions::augment_args(sub);
     }
