@@ -10,6 +10,7 @@ mod exec;
 mod flake;
 mod fleet;
 mod grammar;
+mod hosts;
 mod job;
 mod options;
 mod plan;

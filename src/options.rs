@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, ValueEnum};
+use clap_complete::engine::{ArgValueCandidates, CompletionCandidate};
 
-use crate::commands::Command;
+use crate::commands::{Action, Command};
 
 /// Options every command takes.
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
@@ -222,7 +223,14 @@ fn subcommand(c: Command) -> clap::Command {
         sub = sub.arg(
             Arg::new("ACTION")
                 .help("switch (default), boot, test or dry-activate")
-                .value_parser(["switch", "boot", "test", "dry-activate"]),
+                // Where the action may stand, so may the host.
+                .add(ArgValueCandidates::new(|| {
+                    let actions = Action::CHOSEN.map(|a| CompletionCandidate::new(a.name()));
+                    actions
+                        .into_iter()
+                        .chain(crate::hosts::candidates())
+                        .collect()
+                })),
         );
     }
     let host_help = if c.host_is_optional() {
@@ -231,7 +239,11 @@ fn subcommand(c: Command) -> clap::Command {
         "What ssh is given: host, user@host or an ssh config alias; several as a,b,c; \
          @all or @pattern for the flake's configurations"
     };
-    sub = sub.arg(Arg::new("DEPLOY_HOST").help(host_help));
+    sub = sub.arg(
+        Arg::new("DEPLOY_HOST")
+            .help(host_help)
+            .add(ArgValueCandidates::new(crate::hosts::candidates)),
+    );
     if c == Command::SshWait {
         return sub.arg(
             Arg::new("CMD")

@@ -493,3 +493,55 @@ fn ctrl_c_stops_a_wait_with_status_130() {
     assert_eq!(status.code(), Some(130), "{rest}");
     assert!(rest.contains("flakem: interrupted"), "{rest}");
 }
+
+/// Completion of DEPLOY_HOST calls back into flakem: the flake's configurations (evaluated
+/// once, then cached) and the ssh config's aliases.
+#[test]
+fn hosts_complete_from_the_flake_and_the_ssh_config() {
+    let run = Run::new(Installed::Nothing);
+    let config = run.dir.path().join("ssh_config");
+    std::fs::write(
+        &config,
+        "Host edge-router\n  HostName 127.0.0.1\nHost *.lan\n",
+    )
+    .unwrap();
+    let run = run.env("NIX_SSHOPTS", &format!("-F {}", config.display()));
+    let complete = |line: &str| {
+        let script = format!(
+            "COMPLETE=fish {} | source; complete --do-complete '{line}'",
+            env!("CARGO_BIN_EXE_flakem")
+        );
+        let mut fish = run.command_as(
+            std::path::Path::new("fish"),
+            &["--no-config", "-c", &script],
+        );
+        let out = fish.output().expect("fish (apt-get install fish)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let out = complete("flakem build-there ");
+    for want in [
+        "bigmachine\tconfiguration",
+        "another-machine\tconfiguration",
+        "edge-router\tssh host",
+        "@all\t",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    let cache = run.dir.path().join(".cache/flakem");
+    assert_eq!(
+        std::fs::read_dir(&cache).unwrap().count(),
+        1,
+        "the names are cached"
+    );
+    // Where an action may stand, so may a host.
+    let out = complete("flakem switch-push b");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["boot", "bigmachine\tconfiguration"]
+    );
+}
