@@ -16,6 +16,11 @@ pub enum Command {
     SwitchPullReset,
     SwitchPushReset,
     SshWait,
+    HmBuild,
+    HmSwitch,
+    HmPush,
+    HmPull,
+    SshDeploy,
 }
 
 /// Where a command builds and where it activates, relative to `DEPLOY_HOST`.
@@ -30,7 +35,7 @@ pub enum Hosts {
 }
 
 impl Command {
-    pub const ALL: [Command; 8] = [
+    pub const ALL: [Command; 13] = [
         Command::Build,
         Command::BuildThere,
         Command::Switch,
@@ -39,6 +44,11 @@ impl Command {
         Command::SwitchPullReset,
         Command::SwitchPushReset,
         Command::SshWait,
+        Command::HmBuild,
+        Command::HmSwitch,
+        Command::HmPush,
+        Command::HmPull,
+        Command::SshDeploy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +61,11 @@ impl Command {
             Command::SwitchPullReset => "switch-pull-reset",
             Command::SwitchPushReset => "switch-push-reset",
             Command::SshWait => "ssh-wait",
+            Command::HmBuild => "hm-build",
+            Command::HmSwitch => "hm-switch",
+            Command::HmPush => "hm-push",
+            Command::HmPull => "hm-pull",
+            Command::SshDeploy => "ssh-deploy",
         }
     }
 
@@ -70,6 +85,13 @@ impl Command {
                 "Build here, deploy to HOST as next boot, reboot, verify, collect garbage"
             }
             Command::SshWait => "Retry ssh until HOST answers, then run CMD there",
+            Command::HmBuild => "Build a Home Manager configuration here",
+            Command::HmSwitch => "Build a Home Manager configuration here and activate it",
+            Command::HmPush => "Build a Home Manager configuration here, activate it on HOST",
+            Command::HmPull => "Build a Home Manager configuration on HOST and activate it there",
+            Command::SshDeploy => {
+                "Install a host's age key (hosts/NAME/NAME.age.key) for sops-nix on HOST"
+            }
         }
     }
 
@@ -89,16 +111,27 @@ impl Command {
     /// The `nixos-rebuild` hosts of this command; `None` for `ssh-wait`, which runs no rebuild.
     pub fn hosts(self) -> Option<Hosts> {
         match self {
-            Command::Build | Command::Switch => Some(Hosts::Local),
-            Command::BuildThere | Command::SwitchPull | Command::SwitchPullReset => {
-                Some(Hosts::Pull)
+            Command::Build | Command::Switch | Command::HmBuild | Command::HmSwitch => {
+                Some(Hosts::Local)
             }
-            Command::SwitchPush | Command::SwitchPushReset => Some(Hosts::Push),
-            Command::SshWait => None,
+            Command::BuildThere
+            | Command::SwitchPull
+            | Command::SwitchPullReset
+            | Command::HmPull => Some(Hosts::Pull),
+            Command::SwitchPush | Command::SwitchPushReset | Command::HmPush => Some(Hosts::Push),
+            Command::SshWait | Command::SshDeploy => None,
         }
     }
 
-    /// `build` and `switch` act on this machine, so their host may be left out.
+    /// The `hm-*` commands deploy Home Manager configurations; the others, the system's.
+    pub fn home(self) -> bool {
+        matches!(
+            self,
+            Command::HmBuild | Command::HmSwitch | Command::HmPush | Command::HmPull
+        )
+    }
+
+    /// Local commands act on this machine, so their host may be left out.
     pub fn host_is_optional(self) -> bool {
         self.hosts() == Some(Hosts::Local)
     }
@@ -113,14 +146,16 @@ impl Command {
         matches!(self, Command::SwitchPullReset | Command::SwitchPushReset)
     }
 
-    /// Commands that build here and activate elsewhere: they may build on a third host.
+    /// System deploys that build here and activate elsewhere: they may build on a third host.
     pub fn pushes(self) -> bool {
-        self.hosts() == Some(Hosts::Push)
+        self.hosts() == Some(Hosts::Push) && !self.home()
     }
 
-    /// Commands that activate a configuration on a remote host.
+    /// System deploys that activate on a remote host.
     pub fn activates_remotely(self) -> bool {
-        matches!(self.hosts(), Some(Hosts::Pull | Hosts::Push)) && self != Command::BuildThere
+        matches!(self.hosts(), Some(Hosts::Pull | Hosts::Push))
+            && self != Command::BuildThere
+            && !self.home()
     }
 
     /// Commands that wait for a host, and so take `--timeout`.
@@ -128,10 +163,15 @@ impl Command {
         self.resets() || self == Command::SshWait
     }
 
+    /// Commands whose configuration may be NixOS or nix-darwin, read from the flake.
+    pub fn system_kinds(self) -> bool {
+        self.hosts().is_some() && !self.home()
+    }
+
     /// The action a command runs when the user gives none.
     pub fn default_action(self) -> Action {
         match self {
-            Command::Build | Command::BuildThere => Action::Build,
+            Command::Build | Command::BuildThere | Command::HmBuild => Action::Build,
             Command::SwitchPullReset | Command::SwitchPushReset => Action::Boot,
             _ => Action::Switch,
         }

@@ -93,13 +93,23 @@ impl<'a> Executor<'a> {
             (Value::Drv, &self.learnt.drv),
             (Value::System, &self.learnt.system),
         ];
-        let mut step = step.clone();
-        if let Step::Run(cmd) | Step::Learn { cmd, .. } = &mut step {
+        let fill = |cmd: &mut Cmd| {
             for (value, learnt) in values {
-                let Some(learnt) = learnt else { continue };
-                let fill = |w: &mut String| *w = w.replace(value.placeholder(), learnt);
-                cmd.argv.iter_mut().for_each(fill);
+                if let Some(learnt) = learnt {
+                    for word in &mut cmd.argv {
+                        *word = word.replace(value.placeholder(), learnt);
+                    }
+                }
             }
+        };
+        let mut step = step.clone();
+        match &mut step {
+            Step::Run(cmd) | Step::Learn { cmd, .. } => fill(cmd),
+            Step::RunOr { cmd, fallback } => {
+                fill(cmd);
+                fill(fallback);
+            }
+            _ => {}
         }
         step
     }
@@ -140,6 +150,36 @@ impl<'a> Executor<'a> {
                 console.trace(cmd);
                 let status = self.streamed(cmd)?;
                 check(cmd, status)
+            }
+            Step::RunOr { cmd, fallback } => {
+                console.trace(cmd);
+                let status = self.streamed(cmd)?;
+                if check(cmd, status).is_ok() {
+                    return Ok(());
+                }
+                console.say(&format!(
+                    "that failed; trying {} instead",
+                    fallback.program()
+                ));
+                console.trace(fallback);
+                let status = self.streamed(fallback)?;
+                check(fallback, status)
+            }
+            Step::Pipe { from, to } => {
+                console.line(Stream::Err, &format!("+ {from} | {to}"));
+                let mut producer = command(from);
+                producer.stdin(Stdio::null()).stdout(Stdio::piped());
+                let mut from_running = spawn(from, &mut producer)?;
+                let pipe = from_running.child().stdout.take().map(Stdio::from);
+                let mut consumer = command(to);
+                consumer.stdin(pipe.unwrap_or_else(Stdio::null));
+                let to_status = spawn(to, &mut consumer)?.wait()?;
+                check(from, from_running.wait()?)?;
+                check(to, to_status)
+            }
+            Step::Note(note) => {
+                console.say(note);
+                Ok(())
             }
             Step::CheckHost {
                 host,

@@ -75,25 +75,101 @@ fn parse_names(json: &str) -> Result<Names, Error> {
         .map_err(|e| Error::Check(format!("cannot read nix eval's answer ({e}): {json}")))
 }
 
-/// A target that is not in `nixosConfigurations` is refused, with the closest names.
-pub fn check_target(names: &Names, target: &Target, flake: &str) -> Result<(), Error> {
-    if names.nixos.iter().any(|n| n == target.as_str()) {
-        return Ok(());
+/// What a configuration deploys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Nixos,
+    Darwin,
+    Home,
+}
+
+impl Kind {
+    /// The flake output holding configurations of this kind.
+    pub fn output(self) -> &'static str {
+        match self {
+            Kind::Nixos => "nixosConfigurations",
+            Kind::Darwin => "darwinConfigurations",
+            Kind::Home => "homeConfigurations",
+        }
     }
-    let close = suggest::closest_few(target.as_str(), names.nixos.iter().map(String::as_str));
-    let hint = if !close.is_empty() {
-        format!("; did you mean {}?", backticked(&close))
-    } else if names.nixos.is_empty() {
-        "; it has no nixosConfigurations".to_owned()
-    } else if names.nixos.len() <= 12 {
-        let all: Vec<&str> = names.nixos.iter().map(String::as_str).collect();
-        format!("; it has {}", backticked(&all))
-    } else {
-        format!("; it has {} others", names.nixos.len())
-    };
-    Err(Error::Usage(format!(
-        "`{target}` is not in {flake}#nixosConfigurations{hint}"
-    )))
+
+    /// The attribute that builds `target`: `nixosConfigurations."T".config.system.build.toplevel`.
+    pub fn attribute(self, target: &Target) -> String {
+        let inner = match self {
+            Kind::Nixos => "config.system.build.toplevel",
+            Kind::Darwin => "system",
+            Kind::Home => "activationPackage",
+        };
+        format!("{}.\"{target}\".{inner}", self.output())
+    }
+}
+
+impl Names {
+    fn of(&self, kind: Kind) -> &[String] {
+        match kind {
+            Kind::Nixos => &self.nixos,
+            Kind::Darwin => &self.darwin,
+            Kind::Home => &self.home,
+        }
+    }
+
+    fn has(&self, kind: Kind, name: &str) -> bool {
+        self.of(kind).iter().any(|n| n == name)
+    }
+
+    /// The kind of a system configuration (`forced` by `--nixos` or `--darwin`), read from the
+    /// flake; a name that is not there is refused with the closest names.
+    pub fn system_kind(
+        &self,
+        target: &Target,
+        forced: Option<Kind>,
+        flake: &str,
+    ) -> Result<Kind, Error> {
+        let kinds = forced.map_or(vec![Kind::Nixos, Kind::Darwin], |k| vec![k]);
+        match kinds.iter().find(|k| self.has(**k, target.as_str())) {
+            Some(kind) => Ok(*kind),
+            None => Err(self.unknown(target, &kinds, flake)),
+        }
+    }
+
+    /// The Home Manager configuration of `user@host`: that name, else the user's alone, as
+    /// home-manager does.
+    pub fn home_target(&self, target: &Target, flake: &str) -> Result<Target, Error> {
+        if self.has(Kind::Home, target.as_str()) {
+            return Ok(target.clone());
+        }
+        match target.as_str().split_once('@') {
+            Some((user, _)) if self.has(Kind::Home, user) => Target::parse(user),
+            _ => Err(self.unknown(target, &[Kind::Home], flake)),
+        }
+    }
+
+    /// The error for a name found under none of `kinds`, with the closest names.
+    fn unknown(&self, target: &Target, kinds: &[Kind], flake: &str) -> Error {
+        let names: Vec<&str> = kinds
+            .iter()
+            .flat_map(|k| self.of(*k))
+            .map(String::as_str)
+            .collect();
+        let outputs: Vec<String> = kinds
+            .iter()
+            .map(|k| format!("{flake}#{}", k.output()))
+            .collect();
+        let close = suggest::closest_few(target.as_str(), names.iter().copied());
+        let hint = if !close.is_empty() {
+            format!("; did you mean {}?", backticked(&close))
+        } else if names.is_empty() {
+            "; it has none".to_owned()
+        } else if names.len() <= 12 {
+            format!("; it has {}", backticked(&names))
+        } else {
+            format!("; it has {} others", names.len())
+        };
+        Error::Usage(format!(
+            "`{target}` is not in {}{hint}",
+            outputs.join(" or ")
+        ))
+    }
 }
 
 fn backticked(names: &[&str]) -> String {
@@ -188,21 +264,63 @@ mod tests {
             ..Names::default()
         };
         let t = |s| Target::parse(s).unwrap();
-        assert!(check_target(&names, &t("bigmachine"), ".").is_ok());
-        let e = check_target(&names, &t("bigmachin"), ".").unwrap_err();
+        let nixos = Some(Kind::Nixos);
+        assert_eq!(
+            names.system_kind(&t("bigmachine"), None, ".").unwrap(),
+            Kind::Nixos
+        );
+        let e = names.system_kind(&t("bigmachin"), nixos, ".").unwrap_err();
         assert_eq!(
             e.to_string(),
             "`bigmachin` is not in .#nixosConfigurations; did you mean `bigmachine`?"
         );
         assert_eq!(e.status(), 2);
-        let e = check_target(&names, &t("zzz"), ".")
+        let e = names
+            .system_kind(&t("zzz"), nixos, ".")
             .unwrap_err()
             .to_string();
         assert!(e.ends_with("it has `bigmachine`, `another-machine`"), "{e}");
-        let e = check_target(&Names::default(), &t("zzz"), ".")
+        let e = Names::default()
+            .system_kind(&t("zzz"), None, ".")
             .unwrap_err()
             .to_string();
-        assert!(e.ends_with("it has no nixosConfigurations"), "{e}");
+        assert_eq!(
+            e,
+            "`zzz` is not in .#nixosConfigurations or .#darwinConfigurations; it has none"
+        );
+    }
+
+    #[test]
+    fn kinds_come_from_the_flake() {
+        let names = Names {
+            nixos: vec!["web1".into()],
+            darwin: vec!["macbook".into()],
+            home: vec!["alice@web1".into(), "bob".into()],
+        };
+        let t = |s| Target::parse(s).unwrap();
+        assert_eq!(
+            names.system_kind(&t("macbook"), None, ".").unwrap(),
+            Kind::Darwin
+        );
+        assert!(
+            names
+                .system_kind(&t("macbook"), Some(Kind::Nixos), ".")
+                .is_err()
+        );
+        assert_eq!(
+            names.home_target(&t("alice@web1"), ".").unwrap(),
+            t("alice@web1")
+        );
+        assert_eq!(names.home_target(&t("bob@web1"), ".").unwrap(), t("bob"));
+        let e = names
+            .home_target(&t("carol@web1"), ".")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not in .#homeConfigurations"), "{e}");
+        assert_eq!(
+            Kind::Darwin.attribute(&t("macbook")),
+            "darwinConfigurations.\"macbook\".system"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use crate::commands::{Action, Command};
 use crate::error::Error;
+use crate::flake::Kind;
 use crate::grammar::Invocation;
 use crate::options::{DialectChoice, GcAge, Settings, Timeout};
 use crate::target::{Host, HostSpec, Target};
@@ -34,6 +35,12 @@ pub struct Job {
     pub diff: bool,
     /// Ask once, after the diffs, before activating anything.
     pub confirm: bool,
+    /// `--darwin` or `--nixos`: the kind of the target, whatever the flake says.
+    pub kind: Option<Kind>,
+    /// `ssh-deploy --identity`.
+    pub identity: Option<PathBuf>,
+    /// The user running flakem: the USER of a Home Manager configuration named without one.
+    pub user: String,
 }
 
 /// One host of a job and the configuration it gets.
@@ -42,17 +49,47 @@ pub struct Machine {
     pub host: Host,
     /// `None` only for `ssh-wait`, which needs no flake.
     pub target: Option<Target>,
+    /// What the target deploys; read from the flake for system configurations.
+    pub kind: Kind,
+}
+
+/// Who and where flakem runs: the defaults of the local commands.
+pub struct Local {
+    /// This machine's short hostname.
+    pub host: String,
+    /// The user running flakem.
+    pub user: String,
+}
+
+impl Local {
+    pub fn here() -> Local {
+        let name = gethostname::gethostname().to_string_lossy().into_owned();
+        let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME"));
+        Local {
+            host: name.split('.').next().unwrap_or_default().to_owned(),
+            user: user.unwrap_or_else(|_| "root".to_owned()),
+        }
+    }
 }
 
 /// At most this many hosts at a time unless `--jobs` says otherwise.
 const DEFAULT_JOBS: usize = 8;
 
 impl Job {
-    /// `local_host` is this machine's short hostname, the host of `build` and `switch`
-    /// when none is given.
-    pub fn resolve(inv: Invocation, settings: Settings, local_host: &str) -> Result<Job, Error> {
+    /// `local` gives the host of the local commands when none is given.
+    pub fn resolve(inv: Invocation, settings: Settings, local: &Local) -> Result<Job, Error> {
         let command = inv.command;
-        let hosts = HostSpec::parse(inv.host.as_deref().unwrap_or(local_host))?;
+        let default = match command.home() {
+            true => format!("{}@{}", local.user, local.host),
+            false => local.host.clone(),
+        };
+        let hosts = HostSpec::parse(inv.host.as_deref().unwrap_or(&default))?;
+        if command == Command::SshDeploy && !inv.rest.is_empty() {
+            return Err(Error::Usage(format!(
+                "ssh-deploy takes SSH_LOGIN [HOSTNAME], not {:?}",
+                inv.rest.join(" ")
+            )));
+        }
         if hosts.single().is_none() {
             if command.host_is_optional() {
                 return Err(Error::Usage(format!(
@@ -76,6 +113,8 @@ impl Job {
             gc,
             push,
             diff,
+            kind,
+            secret,
         } = settings;
         let confirm = diff.as_ref().is_some_and(|d| d.confirm);
         Ok(Job {
@@ -97,6 +136,13 @@ impl Job {
             log_dir: options.log_dir,
             diff: confirm || diff.is_some_and(|d| d.diff),
             confirm,
+            kind: kind.and_then(|k| match (k.darwin, k.nixos) {
+                (true, _) => Some(Kind::Darwin),
+                (_, true) => Some(Kind::Nixos),
+                _ => None,
+            }),
+            identity: secret.and_then(|s| s.identity),
+            user: local.user.clone(),
         })
     }
 
@@ -104,15 +150,29 @@ impl Job {
     /// `@all` and `@pattern`.
     pub fn machines(&self, names: &[String]) -> Result<Vec<Machine>, Error> {
         let hosts = self.hosts.expand(names)?;
+        let kind = if self.command.home() {
+            Kind::Home
+        } else {
+            Kind::Nixos
+        };
         hosts
             .into_iter()
             .map(|host| {
                 let target = match (&self.target, self.command) {
                     (_, Command::SshWait) => None,
+                    // Home Manager names its configurations USER@HOST.
+                    (t, _) if self.command.home() => {
+                        let user = host
+                            .as_str()
+                            .split_once('@')
+                            .map_or(&*self.user, |(u, _)| u);
+                        let name = t.as_ref().map_or(host.without_user(), Target::as_str);
+                        Some(Target::parse(&format!("{user}@{name}"))?)
+                    }
                     (Some(t), _) => Some(t.clone()),
                     (None, _) => Some(Target::parse(host.without_user())?),
                 };
-                Ok(Machine { host, target })
+                Ok(Machine { host, target, kind })
             })
             .collect()
     }
@@ -132,10 +192,4 @@ impl Job {
     pub fn flake_attr(&self, target: &Target) -> String {
         format!("{}#{target}", self.flake)
     }
-}
-
-/// This machine's short hostname: the default host of `build` and `switch`.
-pub fn short_hostname() -> String {
-    let name = gethostname::gethostname().to_string_lossy().into_owned();
-    name.split('.').next().unwrap_or_default().to_owned()
 }

@@ -15,6 +15,7 @@ mod job;
 mod options;
 mod plan;
 mod quote;
+mod secret;
 mod signals;
 mod ssh;
 mod suggest;
@@ -24,17 +25,20 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use commands::Action;
 use commands::Command;
 use console::Console;
 use dialect::Dialect;
 use error::Error;
+use flake::Kind;
 use flake::Names;
 use fleet::Part;
 use grammar::Parsed;
 use job::Job;
-use job::Machine;
+use job::{Local, Machine};
 use options::DialectChoice;
 use plan::Context;
+use secret::Secret;
 use ssh::Ssh;
 use target::Host;
 
@@ -72,11 +76,12 @@ fn run() -> Result<(), Error> {
         Ok(settings) => settings,
         Err(e) => return clap_error(e),
     };
-    let job = Job::resolve(invocation, settings, &job::short_hostname())?;
+    let job = Job::resolve(invocation, settings, &Local::here())?;
     let ssh = Ssh::from_nix_sshopts(std::env::var("NIX_SSHOPTS").ok().as_deref())
         .map_err(Error::Usage)?;
+    let home_manager = job.command == Command::HmSwitch && which::which("home-manager").is_ok();
     if job.dry_run {
-        return dry_run(&job, &ssh);
+        return dry_run(&job, &ssh, home_manager);
     }
     if job.confirm && !std::io::stdin().is_terminal() {
         return Err(Error::Usage(
@@ -87,32 +92,26 @@ fn run() -> Result<(), Error> {
     }
     signals::install()?;
     let console = Console::plain();
-    // One evaluation for every host: their targets, and the names behind @all and @pattern.
-    let names = if job.command != Command::SshWait || job.hosts.needs_names() {
+    // One evaluation for every host: their targets and kinds, and the names behind @all
+    // and @pattern.
+    let evaluates = !matches!(job.command, Command::SshWait | Command::SshDeploy);
+    let names = if evaluates || job.hosts.needs_names() {
         flake::read_names(&job.flake, &console)?
     } else {
         Names::default()
     };
     let mut machines = job.machines(&names.nixos)?;
-    for machine in &mut machines {
-        let Some(target) = &machine.target else {
-            continue;
-        };
-        // An address (or another name) for a host: the configuration ssh resolves alike.
-        if job.target.is_none()
-            && !names.nixos.contains(&target.to_string())
-            && let Some(found) =
-                flake::find_by_hostname(&machine.host, &names.nixos, &ssh, &console)?
-        {
-            machine.target = Some(found);
-            continue;
+    if evaluates {
+        for machine in &mut machines {
+            locate(&job, machine, &names, &ssh, &console)?;
         }
-        flake::check_target(&names, target, &job.flake)?;
     }
+    let secret = secret(&job, &machines)?;
+    let rebuilds = machines.iter().any(|m| m.kind == Kind::Nixos) && job.command.system_kinds();
     let dialect = match job.dialect {
         DialectChoice::Ng => Dialect::Ng,
         DialectChoice::Legacy => Dialect::Legacy,
-        DialectChoice::Auto if job.command.hosts().is_some() => dialect::detect(&console)?,
+        DialectChoice::Auto if rebuilds => dialect::detect(&console)?,
         DialectChoice::Auto => Dialect::Ng,
     };
     let control_dir = private_dir()?;
@@ -126,6 +125,8 @@ fn run() -> Result<(), Error> {
                 ssh: &ssh,
                 control_dir: control_dir.path().join(i.to_string()),
                 summary: several || job.json,
+                home_manager,
+                secret: secret.as_ref(),
             };
             std::fs::create_dir(&cx.control_dir)?;
             let console = Console::new(&machine.host, several, job.json, job.log_dir.as_deref())?;
@@ -140,8 +141,74 @@ fn run() -> Result<(), Error> {
     fleet::run(&job, &parts)
 }
 
+/// Sets a machine's configuration and kind from the flake's names, and refuses what its
+/// kind cannot do.
+fn locate(
+    job: &Job,
+    machine: &mut Machine,
+    names: &Names,
+    ssh: &Ssh,
+    console: &Console,
+) -> Result<(), Error> {
+    let Some(target) = machine.target.clone() else {
+        return Ok(());
+    };
+    if job.command.home() {
+        machine.target = Some(names.home_target(&target, &job.flake)?);
+        return Ok(());
+    }
+    match names.system_kind(&target, job.kind, &job.flake) {
+        Ok(kind) => machine.kind = kind,
+        Err(unknown) => {
+            // An address (or another name) for a host: the configuration ssh resolves alike.
+            let systems: Vec<String> = names.nixos.iter().chain(&names.darwin).cloned().collect();
+            let found = match job.target {
+                None => flake::find_by_hostname(&machine.host, &systems, ssh, console)?,
+                Some(_) => None,
+            };
+            let found = found.ok_or(unknown)?;
+            machine.kind = names.system_kind(&found, job.kind, &job.flake)?;
+            machine.target = Some(found);
+        }
+    }
+    let target = machine.target.as_ref().unwrap_or(&target);
+    if machine.kind == Kind::Darwin {
+        if job.command.resets() {
+            return Err(Error::Usage(format!(
+                "`{target}` is a nix-darwin machine: the reset commands are NixOS-only (macOS \
+                 has no boot id or booted-system to prove a reboot by)"
+            )));
+        }
+        if matches!(
+            job.action,
+            Action::Boot | Action::Test | Action::DryActivate
+        ) {
+            return Err(Error::Usage(format!(
+                "`{target}` is a nix-darwin machine: it has no `{}`; switch activates it",
+                job.action.name()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `ssh-deploy`'s key: in the flake's directory for a local flake, else here.
+fn secret(job: &Job, machines: &[Machine]) -> Result<Option<Secret>, Error> {
+    let (Command::SshDeploy, [machine]) = (job.command, machines) else {
+        return Ok(None);
+    };
+    let Some(name) = &machine.target else {
+        return Ok(None);
+    };
+    let cwd = std::env::current_dir()?;
+    let local = job.flake.starts_with('.') || job.flake.starts_with('/');
+    let dir = if local { cwd.join(&job.flake) } else { cwd };
+    let env = |key: &str| std::env::var(key).ok();
+    Secret::locate(&dir, name, job.identity.clone(), env).map(Some)
+}
+
 /// Prints the plan of every host on stdout; starts nothing.
-fn dry_run(job: &Job, ssh: &Ssh) -> Result<(), Error> {
+fn dry_run(job: &Job, ssh: &Ssh, home_manager: bool) -> Result<(), Error> {
     use std::fmt::Write;
     let mut out = String::new();
     let (dialect, why) = match job.dialect {
@@ -152,11 +219,11 @@ fn dry_run(job: &Job, ssh: &Ssh) -> Result<(), Error> {
             "assumed; --dialect or FLAKEM_DIALECT would say otherwise",
         ),
     };
-    if job.command.hosts().is_some() {
+    if job.command.system_kinds() && job.kind != Some(Kind::Darwin) {
         writeln!(out, "# dialect: {dialect} ({why})").ok();
     }
     // Without an evaluation, @all and @pattern stand for hosts known only at run time.
-    let machines = if job.hosts.needs_names() {
+    let mut machines = if job.hosts.needs_names() {
         writeln!(
             out,
             "# hosts: {}, from {}#nixosConfigurations (one nix eval)",
@@ -167,32 +234,43 @@ fn dry_run(job: &Job, ssh: &Ssh) -> Result<(), Error> {
     } else {
         job.machines(&[])?
     };
-    let machines = if machines.is_empty() {
-        vec![Machine {
+    if machines.is_empty() {
+        machines.push(Machine {
             host: Host::placeholder(),
             target: None,
-        }]
-    } else {
-        machines
-    };
+            kind: Kind::Nixos,
+        });
+    }
+    let secret = secret(job, &machines)?;
     let several = machines.len() > 1;
-    for (i, machine) in machines.iter().enumerate() {
+    for (i, machine) in machines.iter_mut().enumerate() {
         if several {
             writeln!(out, "# [{}]", machine.host).ok();
         }
-        if let Some(target) = &machine.target {
-            writeln!(
-                out,
-                "# check: `{target}` is in {}#nixosConfigurations (one nix eval)",
-                job.flake
-            )
-            .ok();
+        if job.kind == Some(Kind::Darwin) {
+            machine.kind = Kind::Darwin;
+        }
+        if let Some(target) = machine
+            .target
+            .as_ref()
+            .filter(|_| job.command != Command::SshDeploy)
+        {
+            let kind = match (machine.kind, job.kind) {
+                (Kind::Nixos, None) => format!(
+                    "{flake}#nixosConfigurations (or #darwinConfigurations: one nix eval)",
+                    flake = job.flake
+                ),
+                (kind, _) => format!("{}#{}", job.flake, kind.output()),
+            };
+            writeln!(out, "# check: `{target}` is in {kind}").ok();
         }
         let cx = Context {
             dialect,
             ssh,
             control_dir: PathBuf::from(format!("<tmp>/{i}")),
             summary: several || job.json,
+            home_manager,
+            secret: secret.as_ref(),
         };
         write!(out, "{}", plan::plan(job, machine, &cx)).ok();
     }

@@ -61,6 +61,27 @@ pub struct DiffOptions {
     pub confirm: bool,
 }
 
+/// Options of the commands whose configuration is a system: NixOS or nix-darwin.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct KindOptions {
+    /// Take FLAKE_TARGET from darwinConfigurations, whatever nixosConfigurations holds
+    #[arg(long, conflicts_with = "nixos")]
+    pub darwin: bool,
+
+    /// Take FLAKE_TARGET from nixosConfigurations, whatever darwinConfigurations holds
+    #[arg(long)]
+    pub nixos: bool,
+}
+
+/// Options of `ssh-deploy`.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct SecretOptions {
+    /// The age identity that decrypts an age-encrypted key [default: $SOPS_AGE_KEY_FILE,
+    /// else ~/.config/sops/age/keys.txt]
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<std::path::PathBuf>,
+}
+
 /// Options of the commands that build here and deploy elsewhere.
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
 pub struct PushOptions {
@@ -132,6 +153,8 @@ pub struct Settings {
     pub gc: Option<GcOptions>,
     pub push: Option<PushOptions>,
     pub diff: Option<DiffOptions>,
+    pub kind: Option<KindOptions>,
+    pub secret: Option<SecretOptions>,
 }
 
 fn parse_flake_ref(s: &str) -> Result<String, String> {
@@ -217,6 +240,12 @@ fn subcommand(c: Command) -> clap::Command {
     if c.activates_remotely() {
         sub = DiffOptions::augment_args(sub);
     }
+    if c.system_kinds() {
+        sub = KindOptions::augment_args(sub);
+    }
+    if c == Command::SshDeploy {
+        sub = SecretOptions::augment_args(sub);
+    }
     // Positionals are parsed by the grammar (options may stand between them); they are
     // declared here so that help and completions show them.
     if c.takes_action() {
@@ -233,11 +262,19 @@ fn subcommand(c: Command) -> clap::Command {
                 })),
         );
     }
-    let host_help = if c.host_is_optional() {
-        "The machine: host or user@host (default: this machine's short hostname)"
-    } else {
-        "What ssh is given: host, user@host or an ssh config alias; several as a,b,c; \
-         @all or @pattern for the flake's configurations"
+    let host_help = match c {
+        _ if c.home() && c.host_is_optional() => {
+            "USER@HOST of the configuration (default: this user at this machine's short hostname)"
+        }
+        _ if c.home() => "What ssh is given: USER@HOST; the configuration is USER@HOST too",
+        Command::SshDeploy => "What ssh is given: host, user@host or an ssh config alias",
+        _ if c.host_is_optional() => {
+            "The machine: host or user@host (default: this machine's short hostname)"
+        }
+        _ => {
+            "What ssh is given: host, user@host or an ssh config alias; several as a,b,c; \
+             @all or @pattern for the flake's configurations"
+        }
     };
     sub = sub.arg(
         Arg::new("DEPLOY_HOST")
@@ -253,13 +290,20 @@ fn subcommand(c: Command) -> clap::Command {
                 .allow_hyphen_values(true),
         );
     }
-    sub.arg(
-        Arg::new("FLAKE_TARGET")
-            .help("The name under nixosConfigurations (default: DEPLOY_HOST without user@)"),
-    )
-    .arg(
+    if c == Command::SshDeploy {
+        return sub.arg(Arg::new("HOSTNAME").help(
+            "Whose key: hosts/HOSTNAME/HOSTNAME.age.key (default: DEPLOY_HOST without user@)",
+        ));
+    }
+    let target_help = if c.home() {
+        "The HOST part of the configuration's name, USER@FLAKE_TARGET (default: DEPLOY_HOST's)"
+    } else {
+        "The name under nixosConfigurations or darwinConfigurations (default: DEPLOY_HOST \
+         without user@)"
+    };
+    sub.arg(Arg::new("FLAKE_TARGET").help(target_help)).arg(
         Arg::new("NIX_OPTIONS")
-            .help("Passed to nixos-rebuild verbatim, in order")
+            .help("Passed to nixos-rebuild (or nix) verbatim, in order")
             .num_args(0..)
             .trailing_var_arg(true)
             .allow_hyphen_values(true),
@@ -309,6 +353,8 @@ pub fn settings(command: Command, words: &[String]) -> Result<Settings, clap::Er
         gc: from_matches_if::<GcOptions>(command.resets(), sub)?,
         push: from_matches_if::<PushOptions>(command.pushes(), sub)?,
         diff: from_matches_if::<DiffOptions>(command.activates_remotely(), sub)?,
+        kind: from_matches_if::<KindOptions>(command.system_kinds(), sub)?,
+        secret: from_matches_if::<SecretOptions>(command == Command::SshDeploy, sub)?,
     })
 }
 

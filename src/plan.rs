@@ -6,9 +6,11 @@ use std::path::PathBuf;
 
 use crate::commands::{Action, Command, Hosts};
 use crate::dialect::Dialect;
+use crate::flake::Kind;
 use crate::job::{Job, Machine};
 use crate::options::Timeout;
 use crate::quote;
+use crate::secret::Secret;
 use crate::ssh::{Connection, Sockets, Ssh};
 use crate::target::{Host, Target};
 
@@ -63,6 +65,12 @@ pub enum Step {
     /// Prints a value later steps use: the last line of its output becomes `<drv>` or
     /// `<system>` in their arguments.
     Learn { cmd: Cmd, value: Value },
+    /// Runs `cmd`; should it fail, says so and runs `fallback` instead.
+    RunOr { cmd: Cmd, fallback: Cmd },
+    /// Runs `from` with its output piped into `to`, never passing through flakem.
+    Pipe { from: Cmd, to: Cmd },
+    /// A line for the user.
+    Note(String),
     /// Asks for a reboot; the connection dying under it (ssh's 255) is success.
     Reboot(Cmd),
     /// Closes a control master; harmless when there is none.
@@ -130,6 +138,10 @@ pub struct Context<'a> {
     pub control_dir: PathBuf,
     /// Whether a summary will show what each host runs: its system is read at the end.
     pub summary: bool,
+    /// Whether `home-manager` is installed here, for `hm-switch`.
+    pub home_manager: bool,
+    /// `ssh-deploy`'s key file and how to decrypt it.
+    pub secret: Option<&'a Secret>,
 }
 
 pub fn plan(job: &Job, machine: &Machine, cx: &Context) -> Plan {
@@ -139,16 +151,12 @@ pub fn plan(job: &Job, machine: &Machine, cx: &Context) -> Plan {
     let mut checks = Vec::new();
     let mut steps = Vec::new();
     let hosts = job.command.hosts();
-    if job.check && hosts.is_some_and(|h| h != Hosts::Local) {
-        let activates = job.action != Action::Build;
+    let remote = hosts.is_some_and(|h| h != Hosts::Local) || job.command == Command::SshDeploy;
+    if job.check && remote {
+        // Home Manager activates as the user; everything else as root.
+        let sudo = job.sudo && job.action != Action::Build && machine.kind != Kind::Home;
         let resets = job.command.resets();
-        checks.push(check_host(
-            cx.ssh,
-            before,
-            host,
-            job.sudo && activates,
-            resets,
-        ));
+        checks.push(check_host(cx.ssh, before, host, sudo, resets));
         if let Some(builder) = job.build_host.as_ref().filter(|_| job.command.pushes()) {
             let conn = Connection::Shared(&sockets.builder);
             checks.push(check_host(cx.ssh, conn, builder, false, false));
@@ -156,12 +164,44 @@ pub fn plan(job: &Job, machine: &Machine, cx: &Context) -> Plan {
     }
     let mut prepare = Vec::new();
     if let (Some(hosts), Some(target)) = (hosts, &machine.target) {
-        if job.diff {
-            prepare = build_and_diff(job, hosts, host, target, cx, &sockets);
-            steps.extend(activate(job, host, cx));
-        } else {
-            steps.push(Step::Run(rebuild(job, hosts, host, target, cx.dialect)));
+        match machine.kind {
+            Kind::Nixos if !job.diff => {
+                steps.push(Step::Run(rebuild(job, hosts, host, target, cx.dialect)));
+            }
+            Kind::Home
+                if hosts == Hosts::Local && job.action != Action::Build && cx.home_manager =>
+            {
+                let mut argv = ["home-manager", "switch", "--flake"]
+                    .map(str::to_owned)
+                    .to_vec();
+                argv.push(format!("{}#{target}", job.flake));
+                argv.extend(job.rest.iter().cloned());
+                steps.push(Step::Run(Cmd::new(argv)));
+            }
+            kind => {
+                let built = build(job, kind, hosts, host, target, cx, &sockets);
+                let activation = activation(job, kind, hosts, host, cx, &sockets);
+                if job.diff {
+                    prepare = built;
+                    prepare.push(diff(host, cx, &sockets));
+                } else {
+                    steps.extend(built);
+                }
+                if kind == Kind::Home && hosts == Hosts::Local && !activation.is_empty() {
+                    steps.push(Step::Note(
+                        "home-manager is not installed; running the activation package's \
+                         activate directly"
+                            .into(),
+                    ));
+                }
+                steps.extend(activation);
+            }
         }
+    }
+    if job.command == Command::SshDeploy
+        && let Some(secret) = cx.secret
+    {
+        steps.push(deploy_key(job, host, secret, cx, &sockets));
     }
     if job.command == Command::SshWait {
         steps.push(Step::WaitForSsh {
@@ -202,69 +242,95 @@ pub fn plan(job: &Job, machine: &Machine, cx: &Context) -> Plan {
     }
 }
 
-/// `--diff`: what nixos-rebuild does in one go, split so that the changes can be shown
-/// before activation. Evaluate here; build here (push) or on the host (pull, copying the
-/// derivation there); copy to the host; compare there with what it runs.
-fn build_and_diff(
+/// `nix --extra-experimental-features 'nix-command flakes' WORDS...`
+fn nix(words: &[&str]) -> Vec<String> {
+    ["nix", "--extra-experimental-features", "nix-command flakes"]
+        .iter()
+        .chain(words)
+        .map(|w| w.to_string())
+        .collect()
+}
+
+/// Builds the configuration where the command says, as nixos-rebuild does in flake mode:
+/// evaluate here; build here, or on the host after copying the derivation there; copy the
+/// result to a host that activates it. A local `build` is one `nix build` with `./result`.
+fn build(
     job: &Job,
+    kind: Kind,
     hosts: Hosts,
     host: &Host,
     target: &Target,
     cx: &Context,
     sockets: &Sockets,
 ) -> Vec<Step> {
-    let nix = |words: &[&str]| -> Vec<String> {
-        ["nix", "--extra-experimental-features", "nix-command flakes"]
-            .iter()
-            .chain(words)
-            .map(|w| w.to_string())
-            .collect()
-    };
-    let attr = format!(
-        "{}#nixosConfigurations.\"{target}\".config.system.build.toplevel.drvPath",
-        job.flake
-    );
-    let mut eval = nix(&["eval", "--raw", &attr]);
+    let attribute = format!("{}#{}", job.flake, kind.attribute(target));
+    if hosts == Hosts::Local && job.action == Action::Build {
+        let mut argv = nix(&["build", &attribute]);
+        argv.extend(job.rest.iter().cloned());
+        return vec![Step::Run(Cmd::new(argv))];
+    }
+    let mut eval = nix(&["eval", "--raw", &format!("{attribute}.drvPath")]);
     eval.extend(job.rest.iter().cloned());
-    let store = format!("ssh://{host}");
-    // nix copy's own ssh shares flakem's connection to the host.
+    let mut steps = vec![Step::Learn {
+        cmd: Cmd::new(eval),
+        value: Value::Drv,
+    }];
+    let (drv, system) = (Value::Drv.placeholder(), Value::System.placeholder());
+    let realise_here = Step::Learn {
+        cmd: Cmd::new(["nix-store", "--realise", drv].map(str::to_owned).to_vec()),
+        value: Value::System,
+    };
+    match hosts {
+        Hosts::Local => steps.push(realise_here),
+        Hosts::Pull => {
+            steps.push(copy(kind, host, cx, sockets, &["--derivation", drv]));
+            let realise = cx.ssh.script(
+                Connection::Shared(&sockets.before),
+                host,
+                &[&["nix-store", "--realise", drv]],
+            );
+            steps.push(Step::Learn {
+                cmd: realise,
+                value: Value::System,
+            });
+        }
+        Hosts::Push => {
+            steps.push(realise_here);
+            steps.push(copy(kind, host, cx, sockets, &[system]));
+        }
+    }
+    steps
+}
+
+/// `nix copy` to the host's store; its ssh shares flakem's connection to the host. nix-darwin
+/// hosts get the faster `ssh-ng://`, falling back to `ssh://` where their nix lacks it.
+fn copy(kind: Kind, host: &Host, cx: &Context, sockets: &Sockets, what: &[&str]) -> Step {
     let control = format!(
         "-o ControlMaster=auto -o ControlPath={} -o ControlPersist=60",
         sockets.before.display()
     );
     let sshopts = [cx.ssh.user_options.join(" "), control].join(" ");
-    let copy = |words: &[&str]| Cmd {
-        env: vec![("NIX_SSHOPTS".to_owned(), sshopts.trim().to_owned())],
-        argv: nix(words),
+    let to = |scheme: &str| {
+        let store = format!("{scheme}://{host}");
+        let mut argv = nix(&["copy", "-s", "--to", &store]);
+        argv.extend(what.iter().map(|w| w.to_string()));
+        Cmd {
+            env: vec![("NIX_SSHOPTS".to_owned(), sshopts.trim().to_owned())],
+            argv,
+        }
     };
-    let before = Connection::Shared(&sockets.before);
-    let (drv, system) = (Value::Drv.placeholder(), Value::System.placeholder());
-    let mut steps = vec![Step::Learn {
-        cmd: Cmd::new(eval),
-        value: Value::Drv,
-    }];
-    if hosts == Hosts::Pull {
-        steps.push(Step::Run(copy(&[
-            "copy",
-            "--derivation",
-            "-s",
-            "--to",
-            &store,
-            drv,
-        ])));
-        steps.push(Step::Learn {
-            cmd: cx
-                .ssh
-                .script(before, host, &[&["nix-store", "--realise", drv]]),
-            value: Value::System,
-        });
-    } else {
-        steps.push(Step::Learn {
-            cmd: Cmd::new(["nix-store", "--realise", drv].map(str::to_owned).to_vec()),
-            value: Value::System,
-        });
-        steps.push(Step::Run(copy(&["copy", "-s", "--to", &store, system])));
+    match kind {
+        Kind::Darwin => Step::RunOr {
+            cmd: to("ssh-ng"),
+            fallback: to("ssh"),
+        },
+        _ => Step::Run(to("ssh")),
     }
+}
+
+/// `--diff`: the package changes between what the host runs and `<system>`, shown there.
+fn diff(host: &Host, cx: &Context, sockets: &Sockets) -> Step {
+    let system = Value::System.placeholder();
     let diff = quote::join(&nix(&[
         "store",
         "diff-closures",
@@ -274,16 +340,29 @@ fn build_and_diff(
     let script = format!(
         "if [ -e /run/current-system ]; then {diff}; else echo 'nothing runs there yet'; fi"
     );
-    steps.push(Step::Run(cx.ssh.raw(before, host, &[script])));
-    steps
+    Step::Run(
+        cx.ssh
+            .raw(Connection::Shared(&sockets.before), host, &[script]),
+    )
 }
 
-/// `--diff`: activate the system built and copied before, as nixos-rebuild would. ng takes
-/// the prebuilt path itself; for legacy, its activation steps are run over ssh.
-fn activate(job: &Job, host: &Host, cx: &Context) -> Vec<Step> {
+/// Activates `<system>` once built (and copied): what nixos-rebuild, darwin-rebuild or
+/// home-manager would run.
+fn activation(
+    job: &Job,
+    kind: Kind,
+    hosts: Hosts,
+    host: &Host,
+    cx: &Context,
+    sockets: &Sockets,
+) -> Vec<Step> {
     let system = Value::System.placeholder();
     let action = job.action.name();
-    if cx.dialect == Dialect::Ng {
+    if job.action == Action::Build {
+        return Vec::new();
+    }
+    if kind == Kind::Nixos && cx.dialect == Dialect::Ng {
+        // ng activates a prebuilt path itself.
         let mut argv = vec!["nixos-rebuild", action];
         argv.extend(cx.dialect.house_flags(job.sudo));
         argv.extend(["--store-path", system, "--target-host", host.as_str()]);
@@ -291,17 +370,56 @@ fn activate(job: &Job, host: &Host, cx: &Context) -> Vec<Step> {
             argv.into_iter().map(str::to_owned).collect(),
         ))];
     }
-    let sudo: &[&str] = if job.sudo { &["sudo"] } else { &[] };
-    let conn = Connection::Shared(&cx.control_dir.join("before"));
-    let switch = format!("{system}/bin/switch-to-configuration");
-    let mut steps = Vec::new();
-    if matches!(job.action, Action::Switch | Action::Boot) {
-        let set = [sudo, &["nix-env", "-p", PROFILE, "--set", system]].concat();
-        steps.push(Step::Run(cx.ssh.script(conn, host, &[&set])));
+    let sudo: &[&str] = if job.sudo && kind != Kind::Home {
+        &["sudo"]
+    } else {
+        &[]
+    };
+    let activate = match kind {
+        Kind::Nixos => format!("{system}/bin/switch-to-configuration"),
+        Kind::Darwin | Kind::Home => format!("{system}/activate"),
+    };
+    let mut commands: Vec<Vec<&str>> = Vec::new();
+    // Setting the profile first is what makes the generation survive a reboot.
+    if kind != Kind::Home && matches!(job.action, Action::Switch | Action::Boot) {
+        commands.push([sudo, &["nix-env", "-p", PROFILE, "--set", system]].concat());
     }
-    let run = [sudo, &[switch.as_str(), action]].concat();
-    steps.push(Step::Run(cx.ssh.script(conn, host, &[&run])));
-    steps
+    let args: &[&str] = if kind == Kind::Nixos { &[action] } else { &[] };
+    commands.push([sudo, &[activate.as_str()], args].concat());
+    commands
+        .into_iter()
+        .map(|words| match hosts {
+            Hosts::Local => Step::Run(Cmd::new(words.into_iter().map(str::to_owned).collect())),
+            _ => Step::Run(
+                cx.ssh
+                    .script(Connection::Shared(&sockets.before), host, &[&words]),
+            ),
+        })
+        .collect()
+}
+
+/// `ssh-deploy`: the decrypted key goes from the decryption straight into a pipe to the
+/// host, never into an argument, a file or a log line.
+fn deploy_key(job: &Job, host: &Host, secret: &Secret, cx: &Context, sockets: &Sockets) -> Step {
+    let sudo: &[&str] = if job.sudo { &["sudo"] } else { &[] };
+    let dir = [sudo, &["install", "-d", "-m", "700", "/var/lib/sops-nix"]].concat();
+    let key = [
+        sudo,
+        &[
+            "install",
+            "-m",
+            "600",
+            "/dev/stdin",
+            "/var/lib/sops-nix/key.txt",
+        ],
+    ]
+    .concat();
+    Step::Pipe {
+        from: secret.decrypt(),
+        to: cx
+            .ssh
+            .script(Connection::Shared(&sockets.before), host, &[&dir, &key]),
+    }
 }
 
 /// Where the system an action deployed can be read: the profile for `boot`, the running
@@ -446,6 +564,9 @@ impl fmt::Display for Step {
             Step::Learn { cmd, value } => {
                 write!(f, "+ {cmd}\n# its last line is {}", value.placeholder())
             }
+            Step::RunOr { cmd, fallback } => write!(f, "+ {cmd}\n# if that fails:\n+ {fallback}"),
+            Step::Pipe { from, to } => write!(f, "+ {from} | {to}"),
+            Step::Note(note) => write!(f, "# {note}"),
             Step::Reboot(cmd) => write!(
                 f,
                 "+ {cmd}\n# ssh's exit 255, the connection dying with the reboot, counts as success"
@@ -495,7 +616,9 @@ impl Step {
                 let program = script.split(' ').find(|w| *w != "sudo").unwrap_or("ssh");
                 program.rsplit('/').next().unwrap_or(program).to_owned()
             }
-            Step::Run(cmd) => cmd.program().to_owned(),
+            Step::Run(cmd) | Step::RunOr { cmd, .. } => cmd.program().to_owned(),
+            Step::Pipe { .. } => "install key".into(),
+            Step::Note(_) => "note".into(),
             Step::CheckHost { .. } => "check".into(),
             Step::ReadBootState(_) => "read boot id".into(),
             Step::ReadSystem(_) => "read system".into(),

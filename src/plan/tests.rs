@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use super::*;
 use crate::grammar::{self, Parsed};
+use crate::job::Local;
 use crate::options;
+use crate::secret::{Decrypt, Secret};
 
 /// The configurations of the flake these tests pretend to read.
 const NAMES: [&str; 4] = ["bigmachine", "another-machine", "web1", "web2"];
@@ -15,28 +17,47 @@ fn job(args: &[&str]) -> Job {
         panic!("{args:?} does not parse");
     };
     let settings = options::settings(inv.command, &inv.options).expect("options");
-    Job::resolve(inv, settings, "laptop").expect("a valid job")
+    let local = Local {
+        host: "laptop".into(),
+        user: "me".into(),
+    };
+    Job::resolve(inv, settings, &local).expect("a valid job")
+}
+
+/// The key `ssh-deploy` finds in these tests.
+fn secret() -> Secret {
+    Secret {
+        file: "/srv/infra/hosts/web1/web1.age.key".into(),
+        decrypt: Decrypt::Age {
+            identity: "/home/me/.config/sops/age/keys.txt".into(),
+        },
+    }
 }
 
 fn plans(dialect: Dialect, ssh: &Ssh, args: &[&str]) -> Vec<Plan> {
     let job = job(args);
-    let machines = job.machines(&NAMES.map(String::from)).expect("machines");
+    let mut machines = job.machines(&NAMES.map(String::from)).expect("machines");
+    // The kind the flake would say: the tests' nix-darwin machine is `macbook`.
+    for m in &mut machines {
+        if m.target.as_ref().is_some_and(|t| t.as_str() == "macbook") {
+            m.kind = Kind::Darwin;
+        }
+    }
     let summary = machines.len() > 1 || job.json;
+    let secret = secret();
     machines
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            let control_dir = PathBuf::from(format!("/tmp/flakem-X/{i}"));
-            plan(
-                &job,
-                m,
-                &Context {
-                    dialect,
-                    ssh,
-                    control_dir,
-                    summary,
-                },
-            )
+            let cx = Context {
+                dialect,
+                ssh,
+                control_dir: PathBuf::from(format!("/tmp/flakem-X/{i}")),
+                summary,
+                home_manager: false,
+                secret: Some(&secret),
+            };
+            plan(&job, m, &cx)
         })
         .collect()
 }
@@ -103,6 +124,16 @@ const CASES: &[&[&str]] = &[
         "0d",
         "root@big",
     ],
+    &["build", "macbook"],
+    &["switch", "macbook"],
+    &["switch-push", "--diff", "macbook"],
+    &["switch-pull", "me@macbook", "macbook"],
+    &["build-there", "macbook"],
+    &["hm-build"],
+    &["hm-switch", "alice@web1"],
+    &["hm-push", "alice@10.0.0.5", "web1"],
+    &["hm-pull", "alice@web1", "-L"],
+    &["ssh-deploy", "root@10.0.0.5", "web1"],
     &["ssh-wait", "bigmachine"],
     &[
         "ssh-wait",

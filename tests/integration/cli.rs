@@ -168,7 +168,10 @@ fn a_typo_in_the_target_stops_before_nixos_rebuild() {
     out.status(2);
     assert_eq!(
         out.messages(),
-        ["flakem: `bigmachin` is not in .#nixosConfigurations; did you mean `bigmachine`?"]
+        [
+            "flakem: `bigmachin` is not in .#nixosConfigurations or .#darwinConfigurations; \
+             did you mean `bigmachine`?"
+        ]
     );
     // Only the evaluation, and ssh -G looking for a configuration with that host name.
     let started = out.started();

@@ -159,9 +159,15 @@ fn the_readme_shows_nix_run_for_every_command() {
 fn the_binary_answers_to_exactly_the_names_nix_installs() {
     let names = nix_command_names();
     let bin = installed(&names);
+    // ssh-deploy refuses to plan without the host's (encrypted) key in the flake.
+    let flake = TempDir::new().unwrap();
+    let keys = flake.path().join("hosts/example-host");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("example-host.age.key"), "age-encryption.org/v1\n").unwrap();
     for name in &names {
         let out = Command::new(bin.path().join(name))
             .args(["--dry-run", "example-host"])
+            .current_dir(flake.path())
             .env_remove("FLAKEM_DIALECT")
             .output()
             .unwrap();
