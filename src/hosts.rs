@@ -58,7 +58,8 @@ fn flake_names() -> Names {
     names
 }
 
-fn cache_dir() -> Option<PathBuf> {
+/// flakem's cache: `$XDG_CACHE_HOME/flakem`, else `~/.cache/flakem`.
+pub fn cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;

@@ -548,3 +548,17 @@ fn hosts_complete_from_the_flake_and_the_ssh_config() {
         ["boot", "bigmachine\tconfiguration"]
     );
 }
+
+#[test]
+fn the_dialect_is_probed_once_per_nixos_rebuild() {
+    let run = Run::new(Installed::Legacy);
+    let first = run.run(&["switch-push", "--no-check", "bigmachine"]);
+    first.status(0);
+    assert!(first.stderr.contains("--flakem-probe"), "{}", first.stderr);
+    let again = run.run(&["switch-push", "--no-check", "bigmachine"]);
+    again.status(0);
+    assert!(!again.stderr.contains("--flakem-probe"), "{}", again.stderr);
+    let calls = run.calls();
+    assert_eq!(calls.len(), 3, "probe, rebuild, rebuild: {calls:?}");
+    assert_eq!(calls[2][1], "--fast", "still legacy, from the cache");
+}
