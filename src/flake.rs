@@ -8,9 +8,11 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::commands::Action;
 use crate::console::{Console, Stream};
 use crate::error::Error;
 use crate::exec;
+use crate::job::{Job, Machine};
 use crate::plan::Cmd;
 use crate::ssh::{self, Ssh};
 use crate::suggest;
@@ -220,6 +222,57 @@ pub fn find_by_hostname(
             backticked(several)
         ))),
     }
+}
+
+/// Sets a machine's configuration and kind from the flake's names, and refuses what its
+/// kind cannot do.
+pub fn locate(
+    job: &Job,
+    machine: &mut Machine,
+    names: &Names,
+    ssh: &Ssh,
+    console: &Console,
+) -> Result<(), Error> {
+    let Some(target) = machine.target.clone() else {
+        return Ok(());
+    };
+    if job.command.home() {
+        machine.target = Some(names.home_target(&target, &job.flake)?);
+        return Ok(());
+    }
+    match names.system_kind(&target, job.kind, &job.flake) {
+        Ok(kind) => machine.kind = kind,
+        Err(unknown) => {
+            // An address (or another name) for a host: the configuration ssh resolves alike.
+            let systems: Vec<String> = names.nixos.iter().chain(&names.darwin).cloned().collect();
+            let found = match job.target {
+                None => find_by_hostname(&machine.host, &systems, ssh, console)?,
+                Some(_) => None,
+            };
+            let found = found.ok_or(unknown)?;
+            machine.kind = names.system_kind(&found, job.kind, &job.flake)?;
+            machine.target = Some(found);
+        }
+    }
+    let target = machine.target.as_ref().unwrap_or(&target);
+    if machine.kind == Kind::Darwin {
+        if job.command.resets() {
+            return Err(Error::Usage(format!(
+                "`{target}` is a nix-darwin machine: the reset commands are NixOS-only (macOS \
+                 has no boot id or booted-system to prove a reboot by)"
+            )));
+        }
+        if matches!(
+            job.action,
+            Action::Boot | Action::Test | Action::DryActivate
+        ) {
+            return Err(Error::Usage(format!(
+                "`{target}` is a nix-darwin machine: it has no `{}`; switch activates it",
+                job.action.name()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A Nix string literal holding `s` verbatim.

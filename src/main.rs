@@ -5,6 +5,7 @@ mod assets;
 mod commands;
 mod console;
 mod dialect;
+mod dry_run;
 mod error;
 mod exec;
 mod flake;
@@ -25,7 +26,6 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use commands::Action;
 use commands::Command;
 use console::Console;
 use dialect::Dialect;
@@ -35,12 +35,11 @@ use flake::Names;
 use fleet::Part;
 use grammar::Parsed;
 use job::Job;
-use job::{Local, Machine};
+use job::Local;
 use options::DialectChoice;
 use plan::Context;
 use secret::Secret;
 use ssh::Ssh;
-use target::Host;
 
 fn main() -> ExitCode {
     match run() {
@@ -81,7 +80,7 @@ fn run() -> Result<(), Error> {
         .map_err(Error::Usage)?;
     let home_manager = job.command == Command::HmSwitch && which::which("home-manager").is_ok();
     if job.dry_run {
-        return dry_run(&job, &ssh, home_manager);
+        return dry_run::print(&job, &ssh, home_manager);
     }
     if job.confirm && !std::io::stdin().is_terminal() {
         return Err(Error::Usage(
@@ -103,10 +102,10 @@ fn run() -> Result<(), Error> {
     let mut machines = job.machines(&names.nixos)?;
     if evaluates {
         for machine in &mut machines {
-            locate(&job, machine, &names, &ssh, &console)?;
+            flake::locate(&job, machine, &names, &ssh, &console)?;
         }
     }
-    let secret = secret(&job, &machines)?;
+    let secret = Secret::of_job(&job, &machines)?;
     let rebuilds = machines.iter().any(|m| m.kind == Kind::Nixos) && job.command.system_kinds();
     let dialect = match job.dialect {
         DialectChoice::Ng => Dialect::Ng,
@@ -139,143 +138,6 @@ fn run() -> Result<(), Error> {
         })
         .collect::<Result<Vec<_>, Error>>()?;
     fleet::run(&job, &parts)
-}
-
-/// Sets a machine's configuration and kind from the flake's names, and refuses what its
-/// kind cannot do.
-fn locate(
-    job: &Job,
-    machine: &mut Machine,
-    names: &Names,
-    ssh: &Ssh,
-    console: &Console,
-) -> Result<(), Error> {
-    let Some(target) = machine.target.clone() else {
-        return Ok(());
-    };
-    if job.command.home() {
-        machine.target = Some(names.home_target(&target, &job.flake)?);
-        return Ok(());
-    }
-    match names.system_kind(&target, job.kind, &job.flake) {
-        Ok(kind) => machine.kind = kind,
-        Err(unknown) => {
-            // An address (or another name) for a host: the configuration ssh resolves alike.
-            let systems: Vec<String> = names.nixos.iter().chain(&names.darwin).cloned().collect();
-            let found = match job.target {
-                None => flake::find_by_hostname(&machine.host, &systems, ssh, console)?,
-                Some(_) => None,
-            };
-            let found = found.ok_or(unknown)?;
-            machine.kind = names.system_kind(&found, job.kind, &job.flake)?;
-            machine.target = Some(found);
-        }
-    }
-    let target = machine.target.as_ref().unwrap_or(&target);
-    if machine.kind == Kind::Darwin {
-        if job.command.resets() {
-            return Err(Error::Usage(format!(
-                "`{target}` is a nix-darwin machine: the reset commands are NixOS-only (macOS \
-                 has no boot id or booted-system to prove a reboot by)"
-            )));
-        }
-        if matches!(
-            job.action,
-            Action::Boot | Action::Test | Action::DryActivate
-        ) {
-            return Err(Error::Usage(format!(
-                "`{target}` is a nix-darwin machine: it has no `{}`; switch activates it",
-                job.action.name()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// `ssh-deploy`'s key: in the flake's directory for a local flake, else here.
-fn secret(job: &Job, machines: &[Machine]) -> Result<Option<Secret>, Error> {
-    let (Command::SshDeploy, [machine]) = (job.command, machines) else {
-        return Ok(None);
-    };
-    let Some(name) = &machine.target else {
-        return Ok(None);
-    };
-    let cwd = std::env::current_dir()?;
-    let local = job.flake.starts_with('.') || job.flake.starts_with('/');
-    let dir = if local { cwd.join(&job.flake) } else { cwd };
-    let env = |key: &str| std::env::var(key).ok();
-    Secret::locate(&dir, name, job.identity.clone(), env).map(Some)
-}
-
-/// Prints the plan of every host on stdout; starts nothing.
-fn dry_run(job: &Job, ssh: &Ssh, home_manager: bool) -> Result<(), Error> {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let (dialect, why) = match job.dialect {
-        DialectChoice::Ng => (Dialect::Ng, "given"),
-        DialectChoice::Legacy => (Dialect::Legacy, "given"),
-        DialectChoice::Auto => (
-            Dialect::Ng,
-            "assumed; --dialect or FLAKEM_DIALECT would say otherwise",
-        ),
-    };
-    if job.command.system_kinds() && job.kind != Some(Kind::Darwin) {
-        writeln!(out, "# dialect: {dialect} ({why})").ok();
-    }
-    // Without an evaluation, @all and @pattern stand for hosts known only at run time.
-    let mut machines = if job.hosts.needs_names() {
-        writeln!(
-            out,
-            "# hosts: {}, from {}#nixosConfigurations (one nix eval)",
-            job.hosts, job.flake
-        )
-        .ok();
-        job.machines(&[String::from("<host>")]).unwrap_or_default()
-    } else {
-        job.machines(&[])?
-    };
-    if machines.is_empty() {
-        machines.push(Machine {
-            host: Host::placeholder(),
-            target: None,
-            kind: Kind::Nixos,
-        });
-    }
-    let secret = secret(job, &machines)?;
-    let several = machines.len() > 1;
-    for (i, machine) in machines.iter_mut().enumerate() {
-        if several {
-            writeln!(out, "# [{}]", machine.host).ok();
-        }
-        if job.kind == Some(Kind::Darwin) {
-            machine.kind = Kind::Darwin;
-        }
-        if let Some(target) = machine
-            .target
-            .as_ref()
-            .filter(|_| job.command != Command::SshDeploy)
-        {
-            let kind = match (machine.kind, job.kind) {
-                (Kind::Nixos, None) => format!(
-                    "{flake}#nixosConfigurations (or #darwinConfigurations: one nix eval)",
-                    flake = job.flake
-                ),
-                (kind, _) => format!("{}#{}", job.flake, kind.output()),
-            };
-            writeln!(out, "# check: `{target}` is in {kind}").ok();
-        }
-        let cx = Context {
-            dialect,
-            ssh,
-            control_dir: PathBuf::from(format!("<tmp>/{i}")),
-            summary: several || job.json,
-            home_manager,
-            secret: secret.as_ref(),
-        };
-        write!(out, "{}", plan::plan(job, machine, &cx)).ok();
-    }
-    console::print_stdout(&out);
-    Ok(())
 }
 
 /// A private directory for control sockets, short enough for a socket path.

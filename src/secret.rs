@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::commands::Command;
 use crate::error::Error;
+use crate::job::{Job, Machine};
 use crate::plan::Cmd;
 use crate::target::Target;
 
@@ -22,6 +24,21 @@ pub enum Decrypt {
 }
 
 impl Secret {
+    /// `ssh-deploy`'s key: in the flake's directory for a local flake, else here.
+    pub fn of_job(job: &Job, machines: &[Machine]) -> Result<Option<Secret>, Error> {
+        let (Command::SshDeploy, [machine]) = (job.command, machines) else {
+            return Ok(None);
+        };
+        let Some(name) = &machine.target else {
+            return Ok(None);
+        };
+        let cwd = std::env::current_dir()?;
+        let local = job.flake.starts_with('.') || job.flake.starts_with('/');
+        let dir = if local { cwd.join(&job.flake) } else { cwd };
+        let env = |key: &str| std::env::var(key).ok();
+        Secret::locate(&dir, name, job.identity.clone(), env).map(Some)
+    }
+
     /// Finds `name`'s key below `dir` (the flake's directory, for a local flake) and tells
     /// how it is encrypted. `identity` is `--identity`; `env` reads the environment.
     pub fn locate(

@@ -1,0 +1,86 @@
+//! `--dry-run`: every host's plan on stdout, with nothing started: no nix, no probe, no ssh.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+
+use crate::commands::Command;
+use crate::console;
+use crate::dialect::Dialect;
+use crate::error::Error;
+use crate::flake::Kind;
+use crate::job::{Job, Machine};
+use crate::options::DialectChoice;
+use crate::plan::{self, Context};
+use crate::secret::Secret;
+use crate::ssh::Ssh;
+use crate::target::Host;
+
+/// Prints the plan of every host on stdout; starts nothing.
+pub fn print(job: &Job, ssh: &Ssh, home_manager: bool) -> Result<(), Error> {
+    let mut out = String::new();
+    let (dialect, why) = match job.dialect {
+        DialectChoice::Ng => (Dialect::Ng, "given"),
+        DialectChoice::Legacy => (Dialect::Legacy, "given"),
+        DialectChoice::Auto => (
+            Dialect::Ng,
+            "assumed; --dialect or FLAKEM_DIALECT would say otherwise",
+        ),
+    };
+    if job.command.system_kinds() && job.kind != Some(Kind::Darwin) {
+        writeln!(out, "# dialect: {dialect} ({why})").ok();
+    }
+    // Without an evaluation, @all and @pattern stand for hosts known only at run time.
+    let mut machines = if job.hosts.needs_names() {
+        writeln!(
+            out,
+            "# hosts: {}, from {}#nixosConfigurations (one nix eval)",
+            job.hosts, job.flake
+        )
+        .ok();
+        job.machines(&[String::from("<host>")]).unwrap_or_default()
+    } else {
+        job.machines(&[])?
+    };
+    if machines.is_empty() {
+        machines.push(Machine {
+            host: Host::placeholder(),
+            target: None,
+            kind: Kind::Nixos,
+        });
+    }
+    let secret = Secret::of_job(job, &machines)?;
+    let several = machines.len() > 1;
+    for (i, machine) in machines.iter_mut().enumerate() {
+        if several {
+            writeln!(out, "# [{}]", machine.host).ok();
+        }
+        if job.kind == Some(Kind::Darwin) {
+            machine.kind = Kind::Darwin;
+        }
+        if let Some(target) = machine
+            .target
+            .as_ref()
+            .filter(|_| job.command != Command::SshDeploy)
+        {
+            let kind = match (machine.kind, job.kind) {
+                (Kind::Nixos, None) => format!(
+                    "{flake}#nixosConfigurations (or #darwinConfigurations: one nix eval)",
+                    flake = job.flake
+                ),
+                (kind, _) => format!("{}#{}", job.flake, kind.output()),
+            };
+            writeln!(out, "# check: `{target}` is in {kind}").ok();
+        }
+        let cx = Context {
+            dialect,
+            ssh,
+            control_dir: PathBuf::from(format!("<tmp>/{i}")),
+            summary: several || job.json,
+            home_manager,
+            secret: secret.as_ref(),
+        };
+        write!(out, "{}", plan::plan(job, machine, &cx)).ok();
+    }
+    console::print_stdout(&out);
+    Ok(())
+}
