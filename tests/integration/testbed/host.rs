@@ -240,6 +240,24 @@ impl Host {
         fs::write(&group, edited).expect("write host's /etc/group");
     }
 
+    /// Puts `dir` (seen the same from inside: not one of the host's private paths) first on
+    /// the PATH of the host's ssh sessions, before its own `bin`, e.g. for wrappers that log
+    /// what runs there. sshd reads its PATH at boot, so the host reboots (a new boot id, `/run`
+    /// emptied) before this returns.
+    pub fn put_first_on_path(&self, dir: &Path) {
+        let config = self.state.dir.join("sshd_config");
+        let text = fs::read_to_string(&config).expect("host's sshd_config");
+        let edited = text.replacen(
+            "SetEnv PATH=",
+            &format!("SetEnv PATH={}:", dir.display()),
+            1,
+        );
+        assert_ne!(text, edited, "no SetEnv PATH in {}", config.display());
+        fs::write(&config, edited).expect("write host's sshd_config");
+        self.stop();
+        self.start();
+    }
+
     /// sshd's log (`sshd -E`).
     pub fn sshd_log(&self) -> String {
         fs::read_to_string(self.state.dir.join("sshd.log")).unwrap_or_default()

@@ -37,7 +37,8 @@
 //!   configuration; [`TestBed::build`], [`TestBed::toplevel`]: its store path.
 //! - [`TestBed::forget_host_keys`]: empty known_hosts with `StrictHostKeyChecking yes`.
 //! - [`Host`]: `ssh`, `run`, `boot_id`, `readlink`, `store_has`, `activations`, `path`,
-//!   `set_reboot`, `stop`, `start`, `add_user`, `trust_in_nix`, `sshd_log`, ...
+//!   `set_reboot`, `stop`, `start`, `add_user`, `trust_in_nix`, `put_first_on_path` (a
+//!   directory of wrappers first on the PATH of its ssh sessions; reboots it), `sshd_log`, ...
 //! - [`Reboot`]: what a reboot does: `Down(d)`, `Never`, `SameBootId(d)`, `RefuseKey(d)`,
 //!   `SlowShutdown { accept_for, down }`. The host's `reboot` asks its supervisor (a thread
 //!   of the test) through a pipe; the supervisor kills the host's init, waits, boots it again.
