@@ -2,9 +2,11 @@
 //! `nixos-rebuild`; `testbed` starts NixOS-like hosts (sshd in namespaces) for end-to-end tests.
 
 mod cli;
+mod darwin_home;
 mod e2e;
 mod fleet;
 mod packaging;
+mod ssh_deploy;
 mod support;
 mod testbed;
 mod testbed_smoke;
