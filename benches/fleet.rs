@@ -1,0 +1,1525 @@
+//! The fleet benchmark (issue 5): `flakem switch-push` to 8 hosts at once against 1 host,
+//! the nix evaluations flakem and nixos-rebuild run, what `--diff` costs, and how fast the
+//! completion of `DEPLOY_HOST` answers. All on the test bed (tests/integration/testbed), with
+//! the stand-in nixos-rebuild of tests/fixtures/bin-ng doing the real deploy and its activation
+//! fixed at 1 s (`FAKE_NIXOS_REBUILD_ACTIVATION_SECONDS`). Figures, not assertions: it prints
+//! them and rewrites its own section of BENCHMARKS.md (between the `fleet benchmark` marker
+//! comments; the rest of the file is left as it is). Run with `cargo bench --bench fleet`; it
+//! needs root, like the test bed. `FLAKEM_BENCH_RUNS=N` (3 by default) and
+//! `FLAKEM_BENCH_COMPLETIONS=N` (20) change the number of runs for a quick try.
+//!
+//! How each figure is measured (BENCHMARKS.md says the same for its readers):
+//! - Wall time: from spawning flakem to its exit, `--json` so that each run's summary can be
+//!   checked (every host `ok`, its system the fresh generation, which the host now runs).
+//! - Steps: flakem's stderr is read line by line and each line is timestamped as it arrives
+//!   (flakem prints `+ ...` before each process it starts, the stand-in `$ ...`, and with
+//!   several hosts each line carries its `[host]` prefix).
+//! - Evaluations: those lines (`+ nix ... eval` is flakem's own, `$ nix ... eval` and
+//!   `$ nix ... build <flake>#...` the stand-in's), cross-checked by a `nix` shim first on
+//!   PATH that logs its parent's name and arguments for every nix process started.
+//! - CPU: the machine's busy time from /proc/stat over the run, and the CPU time of flakem's
+//!   process tree (`getrusage(RUSAGE_CHILDREN)` before and after).
+//! - Completion: the exact call bash's completion function makes on Tab, timed from spawn to
+//!   exit, with a fresh `XDG_CACHE_HOME` for a cold start.
+
+// Only part of the bed is used here.
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/integration/testbed/mod.rs"]
+mod testbed;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use testbed::TestBed;
+
+/// The hosts; configurations of these names are added to the test flake.
+const HOSTS: [&str; 8] = [
+    "node1", "node2", "node3", "node4", "node5", "node6", "node7", "node8",
+];
+/// The stand-in's activation time (`FAKE_NIXOS_REBUILD_ACTIVATION_SECONDS`).
+const ACTIVATION_SECONDS: &str = "1";
+/// Runs of each kind, unless `FLAKEM_BENCH_RUNS` says otherwise.
+const RUNS: usize = 3;
+/// Cached completion calls, unless `FLAKEM_BENCH_COMPLETIONS` says otherwise.
+const COMPLETIONS: usize = 20;
+/// Cold completion calls (each with a fresh cache).
+const COLD_COMPLETIONS: usize = 3;
+/// Far above what any single run needs.
+const RUN_DEADLINE: Duration = Duration::from_secs(180);
+/// Issue 5's targets.
+const TARGET_RATIO: f64 = 1.5;
+const TARGET_OWN_EVALUATIONS: usize = 1;
+const TARGET_CACHED_MS: f64 = 100.0;
+
+/// The markers around this benchmark's section of BENCHMARKS.md.
+const BEGIN: &str = "<!-- fleet benchmark: begin (written by `cargo bench --bench fleet`) -->";
+const END: &str = "<!-- fleet benchmark: end -->";
+
+/// The field separator of the nix shim's log lines.
+const SEP: char = '\x1f';
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` (or --all-targets) does not, and
+    // this takes minutes and root: it must not run as a test.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("fleet benchmark: run it with `cargo bench --bench fleet`; nothing to do here");
+        return;
+    }
+    let runs = env_count("FLAKEM_BENCH_RUNS", RUNS);
+    let completions = env_count("FLAKEM_BENCH_COMPLETIONS", COMPLETIONS);
+    let started = Instant::now();
+    let mut bench = Bench::new();
+    let background_before = background_busy(Duration::from_secs(2));
+
+    // A first generation everywhere, so that every measured run is a real redeploy.
+    let warm = bench.deploy(&HOSTS, "warm", &[]);
+    eprintln!("warm-up, 8 hosts: {}", warm.summary());
+
+    // 1. 8 hosts against 1, alternating which goes first.
+    let (mut one, mut eight) = (Vec::new(), Vec::new());
+    for r in 0..runs {
+        let order: [usize; 2] = if r % 2 == 0 { [1, 8] } else { [8, 1] };
+        for n in order {
+            let run = bench.deploy(&HOSTS[..n], &format!("s{r}-{n}"), &[]);
+            eprintln!("switch-push, {n} host(s), run {}: {}", r + 1, run.summary());
+            if n == 1 { &mut one } else { &mut eight }.push(run);
+        }
+    }
+
+    // 3. --diff against plain, one host, alternating.
+    let (mut plain, mut diff) = (Vec::new(), Vec::new());
+    for r in 0..runs {
+        let order = if r % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for with_diff in order {
+            let options: &[&str] = if with_diff { &["--diff"] } else { &[] };
+            let generation = format!("d{r}-{}", if with_diff { "diff" } else { "plain" });
+            let run = bench.deploy(&HOSTS[..1], &generation, options);
+            eprintln!(
+                "switch-push{}, 1 host, run {}: {}",
+                if with_diff { " --diff" } else { "" },
+                r + 1,
+                run.summary()
+            );
+            if with_diff { &mut diff } else { &mut plain }.push(run);
+        }
+    }
+    let diff_eight = bench.deploy(&HOSTS, "d-eight", &["--diff"]);
+    eprintln!("switch-push --diff, 8 hosts: {}", diff_eight.summary());
+
+    // A reference for (1): 8 builds at once against one build of all 8.
+    let mut builds = Vec::new();
+    for r in 0..runs {
+        let (apart, together) = bench.builds(r);
+        eprintln!(
+            "8 nix builds at once: {:.2} s; one nix build of the 8: {:.2} s",
+            apart.as_secs_f64(),
+            together.as_secs_f64()
+        );
+        builds.push((apart, together));
+    }
+
+    // 4. Completion.
+    let completion = bench.completion(completions);
+    eprintln!("completion: {}", completion.summary());
+    let background = (background_before, background_busy(Duration::from_secs(2)));
+    eprintln!(
+        "machine busy without a run: {:.0} % before, {:.0} % after",
+        background.0 * 100.0,
+        background.1 * 100.0
+    );
+
+    let report = Report {
+        runs,
+        one,
+        eight,
+        plain,
+        diff,
+        diff_eight,
+        builds,
+        completion,
+        background,
+        took: started.elapsed(),
+    };
+    let section = report.markdown();
+    println!("{section}");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
+    let old = fs::read_to_string(&path).unwrap_or_default();
+    fs::write(&path, with_section(&old, &section))
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    eprintln!(
+        "wrote the fleet section of {} in {:.0?}",
+        path.display(),
+        started.elapsed()
+    );
+}
+
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(default)
+}
+
+/// `text` with this benchmark's section (markers included) replaced by `section`, or with
+/// `section` appended when it has none yet.
+fn with_section(text: &str, section: &str) -> String {
+    let section = format!("{BEGIN}\n\n{}\n{END}\n", section.trim_end());
+    match (text.find(BEGIN), text.find(END)) {
+        (Some(begin), Some(end)) if end > begin => {
+            let after = &text[end + END.len()..];
+            let after = after.strip_prefix('\n').unwrap_or(after);
+            format!("{}{section}{after}", &text[..begin])
+        }
+        _ if text.trim().is_empty() => format!("# Benchmarks\n\n{section}"),
+        _ => format!("{}\n\n{section}", text.trim_end()),
+    }
+}
+
+/// The bed, the shim and the environment every run uses.
+struct Bench {
+    bed: TestBed,
+    /// PATH with the nix shim first, then the ng stand-in, then this machine's PATH.
+    path: OsString,
+    /// The same without the shim.
+    path_unshimmed: OsString,
+    tmp: PathBuf,
+    nix_log: PathBuf,
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let mut bed = TestBed::new();
+        for host in HOSTS {
+            bed.set_generation(host, "0");
+            bed.add_host(host);
+        }
+        let dir = bed.dir().join("bench");
+        let tmp = bed.dir().join("t");
+        fs::create_dir_all(&tmp).expect("create the runs' TMPDIR");
+        let system_path = std::env::var_os("PATH").unwrap_or_default();
+        let real_nix = std::env::split_paths(&system_path)
+            .map(|d| d.join("nix"))
+            .find(|p| p.is_file())
+            .expect("nix on PATH");
+        let bin = dir.join("bin");
+        let nix_log = dir.join("nix-starts");
+        fs::create_dir_all(&dir).expect("create the benchmark's directory");
+        fs::write(&nix_log, "").expect("create the nix log");
+        // One line per nix process: its parent's name (`nixos-rebuild.sh` for the stand-in,
+        // which bash runs) and its arguments, separated by SEP, written by one printf (one
+        // write, appended).
+        write_executable(
+            &bin.join("nix"),
+            &format!(
+                "#!/bin/sh\n\
+                 # flakem benchmark shim: records who starts nix and how, then runs the real nix.\n\
+                 read -r line < /proc/$PPID/comm || line=unknown\n\
+                 case $(tr '\\0' ' ' < /proc/$PPID/cmdline) in\n\
+                 *nixos-rebuild.sh*) line=nixos-rebuild.sh ;;\n\
+                 esac\n\
+                 for a in \"$@\"; do line=\"$line{SEP}$a\"; done\n\
+                 printf '%s\\n' \"$line\" >> {log}\n\
+                 exec {nix} \"$@\"\n",
+                log = nix_log.display(),
+                nix = real_nix.display()
+            ),
+        );
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut dirs = vec![fixtures.join("bin-ng")];
+        dirs.extend(std::env::split_paths(&system_path));
+        let path_unshimmed = std::env::join_paths(&dirs).expect("PATH");
+        dirs.insert(0, bin);
+        let path = std::env::join_paths(dirs).expect("PATH");
+        Bench {
+            bed,
+            path,
+            path_unshimmed,
+            tmp,
+            nix_log,
+        }
+    }
+
+    fn nix_log_len(&self) -> usize {
+        fs::metadata(&self.nix_log).map_or(0, |m| m.len() as usize)
+    }
+
+    /// The nix processes started since the log had `from` bytes.
+    fn nix_starts_since(&self, from: usize) -> Vec<NixStart> {
+        let text = fs::read(&self.nix_log).unwrap_or_default();
+        String::from_utf8_lossy(&text[from.min(text.len())..])
+            .lines()
+            .map(NixStart::parse)
+            .collect()
+    }
+
+    /// `flakem switch-push --json OPTIONS HOSTS` after giving each host a fresh generation;
+    /// checks that every host now runs it.
+    fn deploy(&mut self, hosts: &[&str], generation: &str, options: &[&str]) -> Run {
+        for host in hosts {
+            self.bed.set_generation(host, generation);
+        }
+        let list = hosts.join(",");
+        let mut args = vec!["switch-push", "--json"];
+        args.extend(options);
+        args.push(&list);
+        let mut command = self.bed.command(env!("CARGO_BIN_EXE_flakem"));
+        command
+            .args(&args)
+            .env("PATH", &self.path)
+            .env("TMPDIR", &self.tmp)
+            .env("FAKE_NIXOS_REBUILD_ACTIVATION_SECONDS", ACTIVATION_SECONDS)
+            .stdin(Stdio::null());
+        let log_from = self.nix_log_len();
+        let cpu_before = cpu_ticks();
+        let own_before = children_cpu_seconds();
+        let mut run = run_timed(command);
+        let cpu_after = cpu_ticks();
+        run.cpu_own = children_cpu_seconds() - own_before;
+        run.hosts = hosts.iter().map(|h| h.to_string()).collect();
+        run.diff = options.contains(&"--diff");
+        run.nix = self.nix_starts_since(log_from);
+        run.cpu_busy = cpu_busy_seconds(cpu_before, cpu_after);
+        self.check(&run, generation);
+        run
+    }
+
+    /// A reference, not flakem: the 8 toplevels (each a fresh generation) built here by 8
+    /// `nix build` processes at once, as the 8 stand-ins do, and by one `nix build` of all 8.
+    /// Wall times.
+    fn builds(&mut self, round: usize) -> (Duration, Duration) {
+        let attribute = |h: &str| format!(".#nixosConfigurations.{h}.config.system.build.toplevel");
+        let nix_build = |bed: &TestBed, attributes: &[String]| {
+            let mut command = bed.command("nix");
+            command
+                .args(["build", "--json", "--no-link"])
+                .args(attributes)
+                .env("PATH", &self.path_unshimmed)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            command.spawn().expect("start nix build")
+        };
+        for host in HOSTS {
+            self.bed.set_generation(host, &format!("b{round}-apart"));
+        }
+        let start = Instant::now();
+        let children: Vec<_> = HOSTS
+            .iter()
+            .map(|h| nix_build(&self.bed, &[attribute(h)]))
+            .collect();
+        for mut child in children {
+            assert!(
+                child.wait().expect("nix build").success(),
+                "nix build failed"
+            );
+        }
+        let apart = start.elapsed();
+        for host in HOSTS {
+            self.bed.set_generation(host, &format!("b{round}-together"));
+        }
+        let start = Instant::now();
+        let all: Vec<String> = HOSTS.iter().map(|h| attribute(h)).collect();
+        assert!(
+            nix_build(&self.bed, &all)
+                .wait()
+                .expect("nix build")
+                .success(),
+            "nix build failed"
+        );
+        (apart, start.elapsed())
+    }
+
+    /// Panics unless the run succeeded and every host runs the fresh generation.
+    fn check(&self, run: &Run, generation: &str) {
+        assert!(
+            run.status.success(),
+            "switch-push {} failed ({}):\n{}",
+            run.hosts.join(","),
+            run.status,
+            run.text()
+        );
+        let summary: serde_json::Value = serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("--json printed no JSON ({e}): {}", run.stdout));
+        let rows = summary.as_array().expect("a JSON array");
+        assert_eq!(rows.len(), run.hosts.len(), "{summary}");
+        for (row, host) in rows.iter().zip(&run.hosts) {
+            let system = row["system"].as_str().unwrap_or_default();
+            assert!(
+                row["result"] == "ok"
+                    && row["host"] == host.as_str()
+                    && system.ends_with(&format!("-{host}-gen-{generation}")),
+                "{host}: {row}"
+            );
+            assert_eq!(
+                self.bed
+                    .host(host)
+                    .readlink("/run/current-system")
+                    .as_deref(),
+                Some(system),
+                "{host} runs what the summary says"
+            );
+        }
+    }
+
+    /// What bash's completion function runs on `flakem build-there <TAB>`, in the flake's
+    /// directory; `cache` is `XDG_CACHE_HOME`.
+    fn complete(&self, cache: &Path, shimmed: bool) -> (Duration, String) {
+        let mut command = self.bed.command(env!("CARGO_BIN_EXE_flakem"));
+        command
+            .args(["--", "flakem", "build-there", ""])
+            .env("COMPLETE", "bash")
+            .env("_CLAP_IFS", "\u{b}")
+            .env("_CLAP_COMPLETE_INDEX", "2")
+            .env("_CLAP_COMPLETE_COMP_TYPE", "9")
+            .env("_CLAP_COMPLETE_SPACE", "false")
+            .env("XDG_CACHE_HOME", cache)
+            .env(
+                "PATH",
+                if shimmed {
+                    &self.path
+                } else {
+                    &self.path_unshimmed
+                },
+            )
+            .stdin(Stdio::null())
+            .stderr(Stdio::null());
+        let start = Instant::now();
+        let output = command.output().expect("run flakem's completion");
+        let took = start.elapsed();
+        assert!(output.status.success(), "completion failed: {output:?}");
+        let words = String::from_utf8_lossy(&output.stdout).replace('\u{b}', " ");
+        // A flake-only name and a bed-only ssh alias (node1 is both).
+        for name in ["web1", "node8", "@all"] {
+            assert!(
+                words.split_whitespace().any(|w| w == name),
+                "no {name} in the completion: {words}"
+            );
+        }
+        (took, words)
+    }
+
+    fn completion(&self, cached_calls: usize) -> Completion {
+        let cache = |name: &str| self.bed.dir().join("caches").join(name);
+        // Timed without the nix shim.
+        let mut cold = Vec::new();
+        for i in 0..COLD_COMPLETIONS {
+            cold.push(self.complete(&cache(&format!("cold-{i}")), false).0);
+        }
+        let warm = cache(&format!("cold-{}", COLD_COMPLETIONS - 1));
+        let mut cached = Vec::new();
+        for _ in 0..cached_calls {
+            cached.push(self.complete(&warm, false).0);
+        }
+        // Counted with it: one cold call, then cached calls.
+        let counted = cache("counted");
+        let from = self.nix_log_len();
+        let (_, words) = self.complete(&counted, true);
+        let cold_nix = self.nix_starts_since(from);
+        let from = self.nix_log_len();
+        for _ in 0..5 {
+            self.complete(&counted, true);
+        }
+        let cached_nix = self.nix_starts_since(from);
+        let cache_files: Vec<String> = fs::read_dir(counted.join("flakem"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Completion {
+            cold,
+            cached,
+            cold_nix,
+            cached_nix,
+            cached_nix_calls: 5,
+            words,
+            cache_files,
+        }
+    }
+}
+
+fn write_executable(path: &Path, text: &str) {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).expect("create a shim directory");
+    }
+    fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod a shim");
+}
+
+/// Busy and total CPU ticks of the machine (/proc/stat's first line).
+fn cpu_ticks() -> (u64, u64) {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// User and system CPU time of this process's children that were waited for (a run of flakem:
+/// flakem and everything it waited for, down the tree: the stand-in, nix, ssh).
+fn children_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct we pass.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// The share of the machine's CPUs busy over `window`, while this benchmark runs nothing:
+/// other work on the machine.
+fn background_busy(window: Duration) -> f64 {
+    let before = cpu_ticks();
+    thread::sleep(window);
+    let after = cpu_ticks();
+    let total = (after.1 - before.1).max(1) as f64;
+    (after.0 - before.0) as f64 / total
+}
+
+fn cpu_busy_seconds(before: (u64, u64), after: (u64, u64)) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (after.0 - before.0) as f64 / hz
+}
+
+fn nproc() -> usize {
+    thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Who started a process.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Who {
+    Flakem,
+    NixosRebuild,
+    Other,
+}
+
+/// A nix command line: who ran it and its subcommand (`store diff-closures` for two words).
+#[derive(Clone, Debug)]
+struct NixCall {
+    who: Who,
+    subcommand: String,
+    /// An installable or argument names a flake attribute (`...#...`).
+    flake_attribute: bool,
+}
+
+impl NixCall {
+    /// `eval`, or `build` of a flake attribute (which evaluates it first).
+    fn evaluates(&self) -> bool {
+        self.subcommand == "eval" || (self.subcommand == "build" && self.flake_attribute)
+    }
+
+    /// From nix's arguments (after the program name).
+    fn from_args(who: Who, args: &[String]) -> NixCall {
+        let mut words = args.iter();
+        let mut subcommand = String::new();
+        while let Some(w) = words.next() {
+            match w.as_str() {
+                "--extra-experimental-features" | "--experimental-features" => {
+                    words.next();
+                }
+                "--option" => {
+                    words.next();
+                    words.next();
+                }
+                w if w.starts_with('-') => {}
+                w => {
+                    subcommand = w.to_owned();
+                    if w == "store"
+                        && let Some(next) = words.next()
+                    {
+                        subcommand = format!("store {next}");
+                    }
+                    break;
+                }
+            }
+        }
+        NixCall {
+            who,
+            subcommand,
+            flake_attribute: args.iter().any(|a| a.contains('#')),
+        }
+    }
+}
+
+/// A nix process as the shim logged it.
+struct NixStart(NixCall);
+
+impl NixStart {
+    fn parse(line: &str) -> NixStart {
+        let mut fields = line.split(SEP);
+        let parent = fields.next().unwrap_or_default();
+        let who = match parent {
+            "flakem" => Who::Flakem,
+            p if p.starts_with("nixos-rebuild") => Who::NixosRebuild,
+            _ => Who::Other,
+        };
+        let args: Vec<String> = fields.map(str::to_owned).collect();
+        NixStart(NixCall::from_args(who, &args))
+    }
+}
+
+/// A traced line of flakem's stderr: `[host] ` (with several hosts), then `+ cmd` (flakem's
+/// own) or `$ cmd` (the stand-in's), or anything else.
+struct Line<'a> {
+    host: Option<&'a str>,
+    text: &'a str,
+}
+
+impl<'a> Line<'a> {
+    fn parse(line: &'a str) -> Line<'a> {
+        if let Some(rest) = line.strip_prefix('[')
+            && let Some((host, text)) = rest.split_once("] ")
+            && !host.contains(' ')
+        {
+            return Line {
+                host: Some(host),
+                text,
+            };
+        }
+        Line {
+            host: None,
+            text: line,
+        }
+    }
+
+    /// The nix command of a `+ ` or `$ ` line, skipping `env` and `VAR=value` words.
+    fn nix(&self) -> Option<NixCall> {
+        let (who, command) = if let Some(c) = self.text.strip_prefix("+ ") {
+            (Who::Flakem, c)
+        } else if let Some(c) = self.text.strip_prefix("$ ") {
+            (Who::NixosRebuild, c)
+        } else {
+            return None;
+        };
+        let words = shell_words::split(command)
+            .unwrap_or_else(|_| command.split_whitespace().map(str::to_owned).collect());
+        let program = words
+            .iter()
+            .position(|w| w != "env" && (w.starts_with('-') || !w.contains('=')))?;
+        (words[program] == "nix").then(|| NixCall::from_args(who, &words[program + 1..]))
+    }
+}
+
+/// One run of flakem.
+struct Run {
+    hosts: Vec<String>,
+    diff: bool,
+    status: ExitStatus,
+    wall: Duration,
+    /// stderr lines, with when they arrived after the spawn.
+    lines: Vec<(Duration, String)>,
+    stdout: String,
+    /// What the nix shim logged during the run.
+    nix: Vec<NixStart>,
+    /// The machine's busy CPU time over the run.
+    cpu_busy: f64,
+    /// CPU time of flakem's process tree (this machine's side: not the hosts' sshd sessions).
+    cpu_own: f64,
+}
+
+fn run_timed(mut command: Command) -> Run {
+    let shown = format!("{command:?}");
+    let start = Instant::now();
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {shown}: {e}"));
+    let stderr = child.stderr.take().expect("stderr");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let reader = thread::spawn(move || {
+        let mut lines = Vec::new();
+        let mut stderr = BufReader::new(stderr);
+        let mut buffer = Vec::new();
+        while let Ok(1..) = stderr.read_until(b'\n', &mut buffer) {
+            let at = start.elapsed();
+            lines.push((at, String::from_utf8_lossy(&buffer).trim_end().to_owned()));
+            buffer.clear();
+        }
+        lines
+    });
+    let out_reader = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let deadline = start + RUN_DEADLINE;
+    let (status, wall) = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break (status, start.elapsed());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{shown} still running after {RUN_DEADLINE:?}; killed it");
+        }
+        thread::sleep(Duration::from_millis(1));
+    };
+    Run {
+        hosts: Vec::new(),
+        diff: false,
+        status,
+        wall,
+        lines: reader.join().expect("stderr reader"),
+        stdout: out_reader.join().expect("stdout reader"),
+        nix: Vec::new(),
+        cpu_busy: 0.0,
+        cpu_own: 0.0,
+    }
+}
+
+/// Evaluating nix processes of a run, by who ran them.
+#[derive(Default, Clone, Copy, PartialEq)]
+struct Evaluations {
+    /// flakem's `+ nix ... eval` (or `build` of a flake attribute) lines.
+    flakem: usize,
+    /// The stand-in's `$ nix ... eval` lines.
+    rebuild_eval: usize,
+    /// The stand-in's `$ nix ... build <flake>#...` lines.
+    rebuild_build: usize,
+    /// The shim's count of evaluating nix processes whose parent is flakem.
+    shim_flakem: usize,
+    /// ... whose parent is the stand-in.
+    shim_rebuild: usize,
+    /// ... whose parent is something else.
+    shim_other: usize,
+}
+
+impl Evaluations {
+    fn rebuild(&self) -> usize {
+        self.rebuild_eval + self.rebuild_build
+    }
+
+    /// The trace lines and the shim agree.
+    fn consistent(&self) -> bool {
+        self.flakem == self.shim_flakem && self.rebuild() == self.shim_rebuild
+    }
+}
+
+impl Run {
+    fn text(&self) -> String {
+        let mut text = String::new();
+        for (_, line) in &self.lines {
+            let _ = writeln!(text, "{line}");
+        }
+        let _ = write!(text, "stdout:\n{}", self.stdout);
+        text
+    }
+
+    fn evaluations(&self) -> Evaluations {
+        let mut e = Evaluations::default();
+        for (_, line) in &self.lines {
+            let Some(call) = Line::parse(line).nix() else {
+                continue;
+            };
+            match call.who {
+                Who::Flakem if call.evaluates() => e.flakem += 1,
+                Who::NixosRebuild if call.subcommand == "eval" => e.rebuild_eval += 1,
+                Who::NixosRebuild if call.evaluates() => e.rebuild_build += 1,
+                _ => {}
+            }
+        }
+        for NixStart(call) in &self.nix {
+            if call.evaluates() {
+                match call.who {
+                    Who::Flakem => e.shim_flakem += 1,
+                    Who::NixosRebuild => e.shim_rebuild += 1,
+                    Who::Other => e.shim_other += 1,
+                }
+            }
+        }
+        e
+    }
+
+    /// Every nix process of the run, by who and subcommand.
+    fn nix_processes(&self) -> BTreeMap<(Who, String), usize> {
+        let mut counts = BTreeMap::new();
+        for NixStart(call) in &self.nix {
+            let name = if call.subcommand == "build" && call.flake_attribute {
+                "build <flake>#…".to_owned()
+            } else {
+                call.subcommand.clone()
+            };
+            *counts.entry((call.who, name)).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// The lines of `host` (all lines when the run has one host), without the prefix.
+    fn host_lines(&self, host: &str) -> Vec<(Duration, &str)> {
+        let single = self.hosts.len() == 1;
+        self.lines
+            .iter()
+            .filter_map(|(at, line)| {
+                let parsed = Line::parse(line);
+                match parsed.host {
+                    Some(h) if h == host => Some((*at, parsed.text)),
+                    None if single => Some((*at, parsed.text)),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// When flakem's names evaluation ended: the first line after its `+ nix ... eval`.
+    fn names_evaluated(&self) -> Option<Duration> {
+        let i = self.lines.iter().position(|(_, l)| {
+            l.starts_with("+ nix ") && Line::parse(l).nix().is_some_and(|c| c.evaluates())
+        })?;
+        self.lines.get(i + 1).map(|(at, _)| *at)
+    }
+
+    /// The instants each step of a plain deploy started, per host (see `STEPS`).
+    fn steps(&self, host: &str) -> Option<[Duration; STEPS.len()]> {
+        let lines = self.host_lines(host);
+        let find = |after: Duration, what: &dyn Fn(&str) -> bool| {
+            lines
+                .iter()
+                .find(|(at, text)| *at >= after && what(text))
+                .map(|(at, _)| *at)
+        };
+        let names = self.names_evaluated()?;
+        let nix_is = |text: &str, sub: &str| {
+            text.starts_with("$ ") && Line::parse(text).nix().is_some_and(|c| c.subcommand == sub)
+        };
+        let rebuild = find(names, &|t| t.starts_with("+ nixos-rebuild "))?;
+        let build = find(rebuild, &|t| nix_is(t, "build"))?;
+        let copy = find(build, &|t| nix_is(t, "copy"))?;
+        let profile = find(copy, &|t| {
+            t.starts_with("$ ssh ") && t.contains(" nix-env -p ")
+        })?;
+        let wait = find(profile, &|t| t.contains("activation takes"))?;
+        let activate = find(wait, &|t| {
+            t.starts_with("$ ssh ") && t.contains("switch-to-configuration")
+        })?;
+        let read = find(activate, &|t| {
+            t.starts_with("+ ssh ") && t.contains("readlink -f /run/current-system")
+        })?;
+        Some([names, rebuild, build, copy, profile, wait, activate, read])
+    }
+
+    fn summary(&self) -> String {
+        let e = self.evaluations();
+        format!(
+            "{} in {:.2} s; evaluations: flakem {} (shim {}), nixos-rebuild {} eval + {} build \
+             (shim {}){}; CPU: machine busy {:.1} s of {:.1} s, flakem's tree {:.1} s",
+            if self.status.success() {
+                "ok"
+            } else {
+                "FAILED"
+            },
+            self.wall.as_secs_f64(),
+            e.flakem,
+            e.shim_flakem,
+            e.rebuild_eval,
+            e.rebuild_build,
+            e.shim_rebuild,
+            if e.shim_other > 0 {
+                format!(", other {}", e.shim_other)
+            } else {
+                String::new()
+            },
+            self.cpu_busy,
+            self.wall.as_secs_f64() * nproc() as f64,
+            self.cpu_own,
+        )
+    }
+}
+
+/// What `Run::steps` times: from one instant to the next (the first starts at the spawn).
+const STEPS: [&str; 8] = [
+    "flakem starts, evaluates the names (`+ nix ... eval`)",
+    "checks (ssh, machine id, sudo), dialect, until `+ nixos-rebuild`",
+    "the stand-in starts (bash, Python's argparse), until `$ nix build`",
+    "`nix build` of the flake attribute: evaluate and build",
+    "`nix copy` to the host",
+    "`ssh ... nix-env -p ... --set`: the profile",
+    "the activation wait (`FAKE_NIXOS_REBUILD_ACTIVATION_SECONDS=1`)",
+    "`ssh ... switch-to-configuration switch`, the stand-in exits, until flakem reads the \
+     system (`+ ssh ... readlink -f /run/current-system`)",
+];
+
+/// After the last host's `readlink` line.
+const TAIL: &str = "after the last host's `readlink`: every connection closed (`ssh -O exit`), the \
+                    summary, exit";
+
+struct Completion {
+    cold: Vec<Duration>,
+    cached: Vec<Duration>,
+    cold_nix: Vec<NixStart>,
+    cached_nix: Vec<NixStart>,
+    cached_nix_calls: usize,
+    words: String,
+    cache_files: Vec<String>,
+}
+
+impl Completion {
+    fn evaluations(starts: &[NixStart]) -> usize {
+        starts.iter().filter(|NixStart(c)| c.evaluates()).count()
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "cold {} (evaluations {}), cached median {:.1} ms, max {:.1} ms over {} calls \
+             (nix processes in {} cached calls: {})",
+            list_ms(&self.cold),
+            Completion::evaluations(&self.cold_nix),
+            millis(median(&self.cached)),
+            millis(max(&self.cached)),
+            self.cached.len(),
+            self.cached_nix_calls,
+            self.cached_nix.len()
+        )
+    }
+}
+
+fn median(values: &[Duration]) -> Duration {
+    let mut values = values.to_vec();
+    values.sort();
+    let n = values.len();
+    match n {
+        0 => Duration::ZERO,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2,
+    }
+}
+
+fn max(values: &[Duration]) -> Duration {
+    values.iter().copied().max().unwrap_or_default()
+}
+
+fn min(values: &[Duration]) -> Duration {
+    values.iter().copied().min().unwrap_or_default()
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+fn list_ms(values: &[Duration]) -> String {
+    values
+        .iter()
+        .map(|d| format!("{:.0} ms", millis(*d)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn list_s(values: &[Duration]) -> String {
+    values
+        .iter()
+        .map(|d| format!("{:.2}", d.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn walls(runs: &[Run]) -> Vec<Duration> {
+    runs.iter().map(|r| r.wall).collect()
+}
+
+fn shell(command: &str) -> String {
+    Command::new("/bin/sh")
+        .args(["-c", command])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn yes_no(ok: bool) -> &'static str {
+    if ok { "yes" } else { "**no**" }
+}
+
+/// The same figure for every run, or each run's.
+fn same_or_each(values: &[usize]) -> String {
+    match values {
+        [first, rest @ ..] if rest.iter().all(|v| v == first) => first.to_string(),
+        _ => values
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+struct Report {
+    runs: usize,
+    one: Vec<Run>,
+    eight: Vec<Run>,
+    plain: Vec<Run>,
+    diff: Vec<Run>,
+    diff_eight: Run,
+    /// 8 `nix build`s at once, one `nix build` of the 8.
+    builds: Vec<(Duration, Duration)>,
+    completion: Completion,
+    /// The machine's busy share with no run going, before and after.
+    background: (f64, f64),
+    took: Duration,
+}
+
+impl Report {
+    /// Median over `runs` (and their hosts) of each step's duration, and the median over runs
+    /// of the slowest host's; the last entry is the tail after the last host's `readlink`
+    /// (one per run).
+    fn step_table(runs: &[Run]) -> Vec<(Duration, Duration)> {
+        let mut pooled = vec![Vec::new(); STEPS.len() + 1];
+        let mut slowest = vec![Vec::new(); STEPS.len() + 1];
+        for run in runs {
+            let mut worst = vec![Duration::ZERO; STEPS.len() + 1];
+            let mut last_read = Duration::ZERO;
+            for host in &run.hosts {
+                let Some(instants) = run.steps(host) else {
+                    eprintln!("{host}: not every step's line found");
+                    continue;
+                };
+                let mut from = Duration::ZERO;
+                for (i, at) in instants.iter().enumerate() {
+                    let took = at.saturating_sub(from);
+                    pooled[i].push(took);
+                    worst[i] = worst[i].max(took);
+                    from = *at;
+                }
+                last_read = last_read.max(from);
+            }
+            let tail = run.wall.saturating_sub(last_read);
+            pooled[STEPS.len()].push(tail);
+            worst[STEPS.len()] = tail;
+            for (i, w) in worst.into_iter().enumerate() {
+                slowest[i].push(w);
+            }
+        }
+        pooled
+            .iter()
+            .zip(&slowest)
+            .map(|(p, s)| (median(p), median(s)))
+            .collect()
+    }
+
+    fn markdown(&self) -> String {
+        let (t1, t8) = (median(&walls(&self.one)), median(&walls(&self.eight)));
+        let ratio = t8.as_secs_f64() / t1.as_secs_f64();
+        let activation: f64 = ACTIVATION_SECONDS.parse().unwrap_or(0.0);
+        let ratio_rest = (t8.as_secs_f64() - activation) / (t1.as_secs_f64() - activation);
+        let evals =
+            |runs: &[Run]| -> Vec<Evaluations> { runs.iter().map(Run::evaluations).collect() };
+        let (e1, e8) = (evals(&self.one), evals(&self.eight));
+        let (ep, ed) = (evals(&self.plain), evals(&self.diff));
+        let ed8 = self.diff_eight.evaluations();
+        let all_evals: Vec<Evaluations> = e1
+            .iter()
+            .chain(&e8)
+            .chain(&ep)
+            .chain(&ed)
+            .copied()
+            .chain([ed8])
+            .collect();
+        let consistent = all_evals.iter().all(Evaluations::consistent);
+        let others: usize = all_evals.iter().map(|e| e.shim_other).sum();
+        let pick = |es: &[Evaluations], f: fn(&Evaluations) -> usize| {
+            same_or_each(&es.iter().map(f).collect::<Vec<_>>())
+        };
+        let med = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            match v.len() {
+                0 => f64::NAN,
+                n if n % 2 == 1 => v[n / 2],
+                n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+            }
+        };
+        // Machine busy CPU-seconds, its share of all CPUs, flakem's tree's CPU-seconds.
+        let cpu = |runs: &[Run]| {
+            (
+                med(runs.iter().map(|r| r.cpu_busy).collect()),
+                med(runs
+                    .iter()
+                    .map(|r| r.cpu_busy / (r.wall.as_secs_f64() * nproc() as f64))
+                    .collect()),
+                med(runs.iter().map(|r| r.cpu_own).collect()),
+            )
+        };
+        let (cpu1, share1, own1) = cpu(&self.one);
+        let (cpu8, share8, own8) = cpu(&self.eight);
+        let (tp, td) = (median(&walls(&self.plain)), median(&walls(&self.diff)));
+        let c = &self.completion;
+        let cached_median = millis(median(&c.cached));
+        let (s1, s8) = (
+            Report::step_table(&self.one),
+            Report::step_table(&self.eight),
+        );
+        let busy_lines = self
+            .eight
+            .iter()
+            .flat_map(|r| &r.lines)
+            .filter(|(_, l)| l.contains("SQLite database") && l.contains("is busy"))
+            .count();
+        let apart = median(&self.builds.iter().map(|b| b.0).collect::<Vec<_>>());
+        let together = median(&self.builds.iter().map(|b| b.1).collect::<Vec<_>>());
+
+        let mut md = String::new();
+        let w = &mut md;
+        let _ = writeln!(
+            w,
+            "## Many hosts, `--diff` and completion (`cargo bench --bench fleet`)\n"
+        );
+        let _ = writeln!(
+            w,
+            "Written by `cargo bench --bench fleet` ([benches/fleet.rs](benches/fleet.rs)) on the \
+             same test bed: {} hosts (`{}`, configurations added to the test flake), the \
+             stand-in `nixos-rebuild` of `tests/fixtures/bin-ng` doing the real deploy (real \
+             nix evaluations, builds and copies, the profile and `switch-to-configuration` on \
+             the host over real OpenSSH) with its activation fixed at {ACTIVATION_SECONDS} s \
+             (`FAKE_NIXOS_REBUILD_ACTIVATION_SECONDS={ACTIVATION_SECONDS}`: a wait just before \
+             `switch-to-configuration`). Figures, not test assertions. This benchmark rewrites \
+             only this section.\n",
+            HOSTS.len(),
+            HOSTS.join("`, `")
+        );
+        let _ = writeln!(w, "### Machine and run\n");
+        let _ = writeln!(w, "- date: {}", shell("date -u '+%Y-%m-%d %H:%M UTC'"));
+        let _ = writeln!(
+            w,
+            "- nproc: {}; CPU: {}",
+            nproc(),
+            shell("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'")
+        );
+        let _ = writeln!(
+            w,
+            "- kernel {}; {}; {}; {}",
+            shell("uname -sr"),
+            shell("ssh -V 2>&1"),
+            shell("nix --version"),
+            shell("python3 --version")
+        );
+        let _ = writeln!(
+            w,
+            "- flakem at commit {}{} (built by `cargo bench`, release profile)",
+            shell(concat!(
+                "git -C ",
+                env!("CARGO_MANIFEST_DIR"),
+                " rev-parse --short HEAD 2>/dev/null || echo unknown"
+            )),
+            if shell(concat!(
+                "git -C ",
+                env!("CARGO_MANIFEST_DIR"),
+                " status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null"
+            ))
+            .is_empty()
+            {
+                ""
+            } else {
+                ", with uncommitted changes under src/ or to Cargo.toml (others' work in progress)"
+            }
+        );
+        let _ = writeln!(
+            w,
+            "- other work on the machine: its CPUs were {:.0} % busy in 2 s with nothing of \
+             this benchmark running before the runs, {:.0} % after them",
+            self.background.0 * 100.0,
+            self.background.1 * 100.0
+        );
+        let _ = writeln!(
+            w,
+            "- whole benchmark: {:.0} s; {} runs of each kind; every run checked: exit 0, \
+             each host `ok` in the `--json` summary with the fresh generation, which the host \
+             now runs\n",
+            self.took.as_secs_f64(),
+            self.runs
+        );
+
+        let _ = writeln!(w, "### Results\n");
+        let _ = writeln!(w, "| figure | value | target | met |\n|---|---|---|---|");
+        let _ = writeln!(
+            w,
+            "| (1) `switch-push` to 1 host, wall time, median (each run) | {} ({}) | | |",
+            secs(t1),
+            list_s(&walls(&self.one))
+        );
+        let _ = writeln!(
+            w,
+            "| (1) `switch-push` to 8 hosts at once, wall time, median (each run) | {} ({}) | | |",
+            secs(t8),
+            list_s(&walls(&self.eight))
+        );
+        let _ = writeln!(
+            w,
+            "| (1) **8 hosts ÷ 1 host** (medians) | **{ratio:.2}** | ≤ {TARGET_RATIO} | {} |",
+            yes_no(ratio <= TARGET_RATIO)
+        );
+        let _ = writeln!(
+            w,
+            "| (1) same without the {ACTIVATION_SECONDS} s activation: (t₈ − 1 s) ÷ (t₁ − 1 s) | {ratio_rest:.2} | | |"
+        );
+        let _ = writeln!(
+            w,
+            "| (2) nix evaluations by flakem itself (`+ nix … eval`), 1 host | {} | {TARGET_OWN_EVALUATIONS} | {} |",
+            pick(&e1, |e| e.flakem),
+            yes_no(e1.iter().all(|e| e.flakem == TARGET_OWN_EVALUATIONS))
+        );
+        let _ = writeln!(
+            w,
+            "| (2) nix evaluations by flakem itself (`+ nix … eval`), 8 hosts | {} | {TARGET_OWN_EVALUATIONS} | {} |",
+            pick(&e8, |e| e.flakem),
+            yes_no(e8.iter().all(|e| e.flakem == TARGET_OWN_EVALUATIONS))
+        );
+        let _ = writeln!(
+            w,
+            "| (2) by nixos-rebuild (the stand-in), 1 host: `$ nix … eval` + `$ nix … build <flake>#…` | {} + {} | | |",
+            pick(&e1, |e| e.rebuild_eval),
+            pick(&e1, |e| e.rebuild_build)
+        );
+        let _ = writeln!(
+            w,
+            "| (2) by nixos-rebuild (the stand-in), 8 hosts: `$ nix … eval` + `$ nix … build <flake>#…` | {} + {} | | |",
+            pick(&e8, |e| e.rebuild_eval),
+            pick(&e8, |e| e.rebuild_build)
+        );
+        let _ = writeln!(
+            w,
+            "| (3) `switch-push` 1 host, wall time, median (each run) | {} ({}) | | |",
+            secs(tp),
+            list_s(&walls(&self.plain))
+        );
+        let _ = writeln!(
+            w,
+            "| (3) `switch-push --diff` 1 host, wall time, median (each run) | {} ({}) | | |",
+            secs(td),
+            list_s(&walls(&self.diff))
+        );
+        let _ = writeln!(
+            w,
+            "| (3) what `--diff` adds, 1 host (difference of the medians) | {:+.2} s ({:+.0} %) | | |",
+            td.as_secs_f64() - tp.as_secs_f64(),
+            (td.as_secs_f64() / tp.as_secs_f64() - 1.0) * 100.0
+        );
+        let _ = writeln!(
+            w,
+            "| (3) evaluations, 1 host, plain: flakem's own + nixos-rebuild's | {} + {} | | |",
+            pick(&ep, |e| e.flakem),
+            pick(&ep, Evaluations::rebuild)
+        );
+        let _ = writeln!(
+            w,
+            "| (3) evaluations, 1 host, `--diff`: flakem's own + nixos-rebuild's | {} + {} | | |",
+            pick(&ed, |e| e.flakem),
+            pick(&ed, Evaluations::rebuild)
+        );
+        let _ = writeln!(
+            w,
+            "| (3) `switch-push --diff` 8 hosts, one run: wall time (plain: {}) | {} | | |",
+            secs(t8),
+            secs(self.diff_eight.wall)
+        );
+        let _ = writeln!(
+            w,
+            "| (3) evaluations, 8 hosts, `--diff`: flakem's own + nixos-rebuild's | {} + {} | {TARGET_OWN_EVALUATIONS} (flakem's own) | {} |",
+            ed8.flakem,
+            ed8.rebuild(),
+            yes_no(ed8.flakem == TARGET_OWN_EVALUATIONS)
+        );
+        let _ = writeln!(
+            w,
+            "| (4) completion of `flakem build-there <TAB>`, cold (fresh cache; {} nix evaluation), each call | {} | | |",
+            Completion::evaluations(&c.cold_nix),
+            list_ms(&c.cold)
+        );
+        let _ = writeln!(
+            w,
+            "| (4) completion, cached, median of {} calls | **{:.1} ms** | < {TARGET_CACHED_MS:.0} ms | {} |",
+            c.cached.len(),
+            cached_median,
+            yes_no(cached_median < TARGET_CACHED_MS)
+        );
+        let _ = writeln!(
+            w,
+            "| (4) completion, cached, min / max | {:.1} / {:.1} ms | | |",
+            millis(min(&c.cached)),
+            millis(max(&c.cached))
+        );
+        let _ = writeln!(
+            w,
+            "| (4) nix processes started by {} cached calls | {} | | |\n",
+            c.cached_nix_calls,
+            c.cached_nix.len()
+        );
+
+        let _ = writeln!(
+            w,
+            "Cross-check of the evaluation counts: the `nix` shim's count of evaluating nix \
+             processes started by flakem and by the stand-in {} the trace lines in every run{}.\n",
+            if consistent {
+                "matches"
+            } else {
+                "**does not match**"
+            },
+            if others > 0 {
+                format!(" ({others} evaluating nix processes had another parent)")
+            } else {
+                String::new()
+            }
+        );
+
+        let _ = writeln!(w, "### Where the time goes (plain `switch-push`)\n");
+        let _ = writeln!(
+            w,
+            "From the arrival of flakem's stderr lines: each step runs from the line that \
+             starts it to the line that starts the next. 1 host: median over its runs; 8 hosts: \
+             median over every host of every run, and the slowest host's (median over runs).\n"
+        );
+        let _ = writeln!(
+            w,
+            "| step | 1 host | 8 hosts, per host | 8 hosts, slowest |\n|---|---|---|---|"
+        );
+        let labels = STEPS.iter().copied().chain([TAIL]);
+        for (label, ((a, _), (b, bw))) in labels.zip(s1.iter().zip(&s8)) {
+            let _ = writeln!(
+                w,
+                "| {label} | {:.0} ms | {:.0} ms | {:.0} ms |",
+                millis(*a),
+                millis(*b),
+                millis(*bw)
+            );
+        }
+        let _ = writeln!(
+            w,
+            "| **whole run** (wall time, median) | **{:.0} ms** | | **{:.0} ms** |",
+            millis(t1),
+            millis(t8)
+        );
+        let _ = writeln!(
+            w,
+            "| CPU time of flakem's process tree on this machine (flakem, stand-in, nix, ssh; median) | {own1:.1} s | | {own8:.1} s |"
+        );
+        let _ = writeln!(
+            w,
+            "| the machine's busy CPU time during the run, and its share of the {} CPUs (median) | {cpu1:.1} s, {:.0} % | | {cpu8:.1} s, {:.0} % |\n",
+            nproc(),
+            share1 * 100.0,
+            share8 * 100.0
+        );
+        let _ = writeln!(
+            w,
+            "A reference, not flakem: the 8 toplevels (fresh generations) built on this machine \
+             by 8 `nix build` processes at once, as the 8 stand-ins do: {} (median of {}); by \
+             one `nix build` of all 8 attributes: {}.\n",
+            secs(apart),
+            self.builds.len(),
+            secs(together)
+        );
+
+        let _ = writeln!(
+            w,
+            "Every nix process of a run (the shim's log, first run of each kind):\n"
+        );
+        let _ = writeln!(
+            w,
+            "| run | started by | nix subcommand | processes |\n|---|---|---|---|"
+        );
+        for (label, run) in [
+            ("1 host", self.one.first()),
+            ("8 hosts", self.eight.first()),
+            ("1 host, `--diff`", self.diff.first()),
+            ("8 hosts, `--diff`", Some(&self.diff_eight)),
+        ] {
+            let Some(run) = run else { continue };
+            for ((who, sub), n) in run.nix_processes() {
+                let who = match who {
+                    Who::Flakem => "flakem",
+                    Who::NixosRebuild => "nixos-rebuild (stand-in)",
+                    Who::Other => "other",
+                };
+                let _ = writeln!(w, "| {label} | {who} | `{sub}` | {n} |");
+            }
+        }
+        let _ = writeln!(w);
+
+        // The steps (not the wait) that grew most from 1 host to 8.
+        let mut grown: Vec<(f64, &str, f64, f64)> = STEPS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 6)
+            .map(|(i, label)| {
+                let (a, b) = (millis(s1[i].0), millis(s8[i].0));
+                (b - a, *label, a, b)
+            })
+            .collect();
+        grown.sort_by(|x, y| y.0.total_cmp(&x.0));
+        let grown: Vec<String> = grown
+            .iter()
+            .take(3)
+            .map(|(_, label, a, b)| format!("{label}: {a:.0} → {b:.0} ms"))
+            .collect();
+
+        let _ = writeln!(w, "### Reading the figures\n");
+        let busy_outside = cpu8 / ((t8.as_secs_f64() - activation) * nproc() as f64);
+        let bound = activation + own8 / nproc() as f64;
+        let bound_ratio = bound / t1.as_secs_f64();
+        let _ = writeln!(
+            w,
+            "- (1) 8 hosts took {ratio:.2} × the time of 1 host (target ≤ {TARGET_RATIO}: {}). \
+             The {ACTIVATION_SECONDS} s activations overlap (each host waits its second at the \
+             same time: {:.0} ms per host, {:.0} ms for the slowest). What grows is the work \
+             before them, done for all 8 hosts on this one machine at once; the steps that grew \
+             most per host: {}.",
+            yes_no(ratio <= TARGET_RATIO),
+            millis(s8[6].0),
+            millis(s8[6].1),
+            grown.join("; "),
+        );
+        let _ = writeln!(
+            w,
+            "  The deploy is CPU-bound here. flakem's process tree (flakem, the stand-ins, nix, \
+             ssh) used {own8:.1} CPU-seconds for 8 hosts against {own1:.1} for one; with the \
+             hosts' side (their sshd sessions, `nix-store --serve`, `nix-env`: the test hosts \
+             share this machine) the {} CPUs were busy for {cpu8:.1} s of the 8-host run, \
+             {:.0} % of what they could give outside the {ACTIVATION_SECONDS} s wait. Even \
+             spread perfectly over the {} CPUs, the client side's CPU time alone puts 8 hosts \
+             at ≥ {ACTIVATION_SECONDS} s + {own8:.1} s ÷ {} = {bound:.2} s, {bound_ratio:.2} × \
+             one host{}.",
+            nproc(),
+            busy_outside.min(1.0) * 100.0,
+            nproc(),
+            nproc(),
+            if bound_ratio > TARGET_RATIO {
+                ": over the target on this machine, however flakem schedules the hosts"
+            } else {
+                ""
+            },
+        );
+        let _ = writeln!(
+            w,
+            "  flakem's own part is small: one names evaluation for all hosts and its checks \
+             ({:.0} ms before the first `+ nixos-rebuild` with 1 host, {:.0} ms for the last \
+             with 8). The rest is nixos-rebuild's, per host: starting (bash and Python's \
+             argparse, as in the real ng), evaluating and building the host's toplevel in its \
+             own `nix build` (8 nix processes on the same flake and store database{}), copying. \
+             For scale, outside flakem: 8 `nix build`s of the 8 toplevels at once took {}, one \
+             `nix build` of all 8 {} (the test flake evaluates in milliseconds; on a flake that \
+             imports nixpkgs, 8 evaluations against one is the larger difference).",
+            millis(s1[0].0 + s1[1].0),
+            millis(s8[0].1 + s8[1].1),
+            if busy_lines > 0 {
+                format!(
+                    "; nix printed \"SQLite database … is busy\" {busy_lines} times in the 8-host runs"
+                )
+            } else {
+                String::new()
+            },
+            secs(apart),
+            secs(together),
+        );
+        let _ = writeln!(
+            w,
+            "- (2) flakem ran {} evaluation of its own for 1 host and {} for 8 (`+ nix … eval \
+             --json --impure --expr …getFlake…`: the configuration names, once for all hosts). \
+             The evaluations per host are nixos-rebuild's: the stand-in, like the real one in \
+             flake mode without `--build-host`, evaluates and builds each host's toplevel with \
+             `nix build '<flake>#nixosConfigurations.\"HOST\".config.system.build.toplevel'` \
+             (its `$ nix … build` lines; it prints `$ nix … eval` only with `--build-host`): one \
+             per host.",
+            pick(&e1, |e| e.flakem),
+            pick(&e8, |e| e.flakem),
+        );
+        let _ = writeln!(
+            w,
+            "- (3) `--diff` splits the deploy: flakem evaluates each host's `drvPath` itself \
+             (`+ nix … eval --raw ….drvPath`), realises it here, copies it, runs `nix store \
+             diff-closures` on the host, then activates with `nixos-rebuild switch \
+             --store-path` (which evaluates nothing). So the per-host evaluation moves from \
+             nixos-rebuild to flakem rather than adding one: {} + {} for 1 host, {} + {} for 8. \
+             flakem's own count is then 1 + one per host{}. In time, `--diff` costs {:+.2} s for \
+             one host (its extra steps, the diff over ssh, against nixos-rebuild's `nix build` \
+             it replaces) and {:+.2} s for 8 hosts (one run each).",
+            pick(&ed, |e| e.flakem),
+            pick(&ed, Evaluations::rebuild),
+            ed8.flakem,
+            ed8.rebuild(),
+            if ed8.flakem > TARGET_OWN_EVALUATIONS {
+                ", not 1 for any number of hosts: the `--diff` path misses that target"
+            } else {
+                ""
+            },
+            td.as_secs_f64() - tp.as_secs_f64(),
+            self.diff_eight.wall.as_secs_f64() - t8.as_secs_f64(),
+        );
+        let _ = writeln!(
+            w,
+            "- (4) The first completion evaluates the flake (one `nix eval --json --impure \
+             --expr …`) and writes `$XDG_CACHE_HOME/flakem/{}`; later calls read that file \
+             (keyed by the flake's lock and its files' paths, sizes and modification times) and \
+             start no nix process. The timing is the completion process alone, spawn to exit; \
+             bash adds the fork of its `$( … )`. The test flake evaluates in milliseconds, so \
+             the cold call here is a floor: on a flake that imports nixpkgs the evaluation \
+             takes seconds, and only the first Tab after a change pays it. Offered: {}.\n",
+            c.cache_files.first().map_or("names-….json", String::as_str),
+            c.words.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+
+        let _ = writeln!(w, "{}", METHOD);
+        md
+    }
+}
+
+const METHOD: &str = r#"### How it is measured
+
+- **Runs.** Every run deploys a fresh generation to each of its hosts (the test flake's
+  `test-overrides.nix` changes, so each toplevel is a new store path: nix really evaluates,
+  builds, copies and activates), after one warm-up run to all 8 hosts. 1-host and 8-host
+  runs alternate, as do plain and `--diff` runs, so that drift hits both sides. Command:
+  `flakem switch-push --json [--diff] node1[,node2,...]`, default `--jobs` (all hosts, up to 8),
+  the dialect probed (`auto`: ng, the stand-in of `tests/fixtures/bin-ng`).
+- **Wall time.** From spawning flakem to its exit. Median over the runs; the ratio is the
+  ratio of the medians.
+- **Evaluations.** flakem's stderr lines: flakem prints `+ <command>` before each process it
+  starts, the stand-in prints `$ <command>` before each of its own, and with several hosts
+  both carry the host's `[host] ` prefix. An evaluation is a `nix eval`, or a `nix build` of a
+  flake attribute (`<flake>#...`), which evaluates before it builds; `nix copy`, `nix store
+  diff-closures` and `nix-store --realise` evaluate nothing. Cross-check: a `nix` shim first on
+  PATH logs, for every nix process, its parent's name (`flakem`, or the stand-in's
+  `nixos-rebuild.sh`) and its arguments, then execs the real nix (about a millisecond per
+  process; the completion timings are taken without it).
+- **Steps.** Each stderr line is timestamped as it arrives; a step is the time between the
+  line that starts it and the line that starts the next (see the table).
+- **CPU.** The machine's busy time (`/proc/stat`: all but idle and iowait) over the run,
+  against wall time × the number of CPUs.
+- **Completion.** The call bash's completion function (`COMPLETE=bash flakem`) makes on Tab:
+  `COMPLETE=bash _CLAP_COMPLETE_INDEX=2 _CLAP_COMPLETE_COMP_TYPE=9 flakem -- flakem
+  build-there ''`, in the test flake's directory, with the bed's `NIX_SSHOPTS` (its ssh config
+  gives the aliases). Cold: a fresh `XDG_CACHE_HOME` each time (so flakem's cache and nix's
+  are empty). Cached: the same call again with the cache the last cold call wrote.
+
+### Reproduce
+
+As root on Debian 12 with the test bed's packages (`apt-get install -y nix-bin
+openssh-server openssh-client sudo age iproute2 util-linux python3`):
+
+```
+cargo bench --bench fleet     # about a minute; rewrites this section of BENCHMARKS.md
+FLAKEM_BENCH_RUNS=1 FLAKEM_BENCH_COMPLETIONS=5 cargo bench --bench fleet   # a quick try (also rewrites it)
+```
+"#;
