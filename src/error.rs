@@ -13,6 +13,12 @@ pub enum Error {
     /// A step failed; flakem exits with that step's status.
     #[error("`{program}` failed with exit status {status}")]
     StepFailed { program: String, status: u8 },
+    /// `nix copy` to a host failed; the usual reason is a login nix does not trust.
+    #[error(
+        "copying to {host} failed (exit status {status}); a login other than root must be one \
+         of the host's nix trusted-users (nix.settings.trusted-users), or nix refuses the paths"
+    )]
+    CopyFailed { host: String, status: u8 },
     /// A step was ended by a signal it did not get from us.
     #[error("`{program}` was killed by signal {signal}")]
     StepKilled { program: String, signal: i32 },
@@ -43,7 +49,7 @@ impl Error {
         match self {
             Error::Usage(_) => 2,
             Error::MissingProgram { .. } => 127,
-            Error::StepFailed { status, .. } => *status,
+            Error::StepFailed { status, .. } | Error::CopyFailed { status, .. } => *status,
             Error::StepKilled { signal, .. } => 128u8.saturating_add(*signal as u8),
             Error::Timeout(_) => 3,
             Error::CameBackWrong(_) => 4,

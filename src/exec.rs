@@ -105,9 +105,9 @@ impl<'a> Executor<'a> {
         let mut step = step.clone();
         match &mut step {
             Step::Run(cmd) | Step::Learn { cmd, .. } => fill(cmd),
-            Step::RunOr { cmd, fallback } => {
+            Step::Copy { cmd, fallback, .. } => {
                 fill(cmd);
-                fill(fallback);
+                fallback.iter_mut().for_each(fill);
             }
             _ => {}
         }
@@ -151,31 +151,47 @@ impl<'a> Executor<'a> {
                 let status = self.streamed(cmd)?;
                 check(cmd, status)
             }
-            Step::RunOr { cmd, fallback } => {
+            Step::Copy {
+                host,
+                cmd,
+                fallback,
+            } => {
                 console.trace(cmd);
-                let status = self.streamed(cmd)?;
-                if check(cmd, status).is_ok() {
-                    return Ok(());
+                let mut status = self.streamed(cmd)?;
+                if let (false, Some(fallback)) = (status.success(), fallback) {
+                    console.say("that failed; trying the plain ssh:// store instead");
+                    console.trace(fallback);
+                    status = self.streamed(fallback)?;
                 }
-                console.say(&format!(
-                    "that failed; trying {} instead",
-                    fallback.program()
-                ));
-                console.trace(fallback);
-                let status = self.streamed(fallback)?;
-                check(fallback, status)
+                check(cmd, status).map_err(|e| match e {
+                    Error::StepFailed { status, .. } => Error::CopyFailed {
+                        host: host.to_string(),
+                        status,
+                    },
+                    e => e,
+                })
             }
             Step::Pipe { from, to } => {
                 console.line(Stream::Err, &format!("+ {from} | {to}"));
+                // Held in memory until it is known to be whole: a failed decryption must
+                // not replace the host's key with nothing.
                 let mut producer = command(from);
                 producer.stdin(Stdio::null()).stdout(Stdio::piped());
-                let mut from_running = spawn(from, &mut producer)?;
-                let pipe = from_running.child().stdout.take().map(Stdio::from);
-                let mut consumer = command(to);
-                consumer.stdin(pipe.unwrap_or_else(Stdio::null));
-                let to_status = spawn(to, &mut consumer)?.wait()?;
-                check(from, from_running.wait()?)?;
-                check(to, to_status)
+                let mut running = spawn(from, &mut producer)?;
+                let mut secret = Vec::new();
+                if let Some(mut out) = running.child().stdout.take() {
+                    std::io::Read::read_to_end(&mut out, &mut secret)?;
+                }
+                let decrypted = check(from, running.wait()?);
+                let result = decrypted.and_then(|()| match secret.is_empty() {
+                    true => Err(Error::Check(format!(
+                        "`{}` gave an empty key",
+                        from.program()
+                    ))),
+                    false => self.feed(to, &secret),
+                });
+                secret.fill(0);
+                result
             }
             Step::Note(note) => {
                 console.say(note);
@@ -342,6 +358,17 @@ impl<'a> Executor<'a> {
                 Ok(())
             }
         }
+    }
+
+    /// Runs `cmd` with `input` on its stdin.
+    fn feed(&self, cmd: &Cmd, input: &[u8]) -> Result<(), Error> {
+        let mut consumer = command(cmd);
+        consumer.stdin(Stdio::piped());
+        let mut running = spawn(cmd, &mut consumer)?;
+        if let Some(mut stdin) = running.child().stdin.take() {
+            std::io::Write::write_all(&mut stdin, input)?;
+        }
+        check(cmd, running.wait()?)
     }
 
     /// Runs `cmd` with its output shown through the console.

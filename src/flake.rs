@@ -244,7 +244,10 @@ pub fn locate(
         Ok(kind) => machine.kind = kind,
         Err(unknown) => {
             // An address (or another name) for a host: the configuration ssh resolves alike.
-            let systems: Vec<String> = names.nixos.iter().chain(&names.darwin).cloned().collect();
+            let kinds = job
+                .kind
+                .map_or(vec![Kind::Nixos, Kind::Darwin], |k| vec![k]);
+            let systems: Vec<String> = kinds.iter().flat_map(|k| names.of(*k)).cloned().collect();
             let found = match job.target {
                 None => find_by_hostname(&machine.host, &systems, ssh, console)?,
                 Some(_) => None,

@@ -64,11 +64,35 @@ pub struct Local {
 impl Local {
     pub fn here() -> Local {
         let name = gethostname::gethostname().to_string_lossy().into_owned();
-        let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME"));
+        let user = ["USER", "LOGNAME"]
+            .iter()
+            .filter_map(|v| std::env::var(v).ok())
+            .find(|u| !u.is_empty())
+            .unwrap_or_else(user_of_uid);
         Local {
             host: name.split('.').next().unwrap_or_default().to_owned(),
-            user: user.unwrap_or_else(|_| "root".to_owned()),
+            user,
         }
+    }
+}
+
+/// The name of the user running flakem, from the password database, for when the
+/// environment does not say.
+fn user_of_uid() -> String {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: getpwuid_r writes only into `pwd` and `buf`, whose sizes it is given; `name`
+    // is read only when it reports a match.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        let uid = libc::getuid();
+        let rc = libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found);
+        if rc == 0 && !found.is_null() {
+            return std::ffi::CStr::from_ptr(pwd.pw_name)
+                .to_string_lossy()
+                .into_owned();
+        }
+        uid.to_string()
     }
 }
 

@@ -137,7 +137,9 @@ fn run() -> Result<(), Error> {
             })
         })
         .collect::<Result<Vec<_>, Error>>()?;
-    fleet::run(&job, &parts)
+    let result = fleet::run(&job, &parts);
+    signals::end_masters(control_dir.path());
+    result
 }
 
 /// A private directory for control sockets, short enough for a socket path.

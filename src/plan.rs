@@ -65,8 +65,12 @@ pub enum Step {
     /// Prints a value later steps use: the last line of its output becomes `<drv>` or
     /// `<system>` in their arguments.
     Learn { cmd: Cmd, value: Value },
-    /// Runs `cmd`; should it fail, says so and runs `fallback` instead.
-    RunOr { cmd: Cmd, fallback: Cmd },
+    /// `nix copy` to `host`; should it fail, `fallback` (another store URL) is tried.
+    Copy {
+        host: Host,
+        cmd: Cmd,
+        fallback: Option<Cmd>,
+    },
     /// Runs `from` with its output piped into `to`, never passing through flakem.
     Pipe { from: Cmd, to: Cmd },
     /// A line for the user.
@@ -312,19 +316,23 @@ fn copy(kind: Kind, host: &Host, cx: &Context, sockets: &Sockets, what: &[&str])
     let sshopts = [cx.ssh.user_options.join(" "), control].join(" ");
     let to = |scheme: &str| {
         let store = format!("{scheme}://{host}");
-        let mut argv = nix(&["copy", "-s", "--to", &store]);
+        // A system built here is unsigned: the host must not ask for signatures (it still
+        // refuses a login that is not one of its trusted users).
+        let mut argv = nix(&["copy", "-s", "--no-check-sigs", "--to", &store]);
         argv.extend(what.iter().map(|w| w.to_string()));
         Cmd {
             env: vec![("NIX_SSHOPTS".to_owned(), sshopts.trim().to_owned())],
             argv,
         }
     };
-    match kind {
-        Kind::Darwin => Step::RunOr {
-            cmd: to("ssh-ng"),
-            fallback: to("ssh"),
-        },
-        _ => Step::Run(to("ssh")),
+    let (cmd, fallback) = match kind {
+        Kind::Darwin => (to("ssh-ng"), Some(to("ssh"))),
+        _ => (to("ssh"), None),
+    };
+    Step::Copy {
+        host: host.clone(),
+        cmd,
+        fallback,
     }
 }
 
@@ -564,7 +572,13 @@ impl fmt::Display for Step {
             Step::Learn { cmd, value } => {
                 write!(f, "+ {cmd}\n# its last line is {}", value.placeholder())
             }
-            Step::RunOr { cmd, fallback } => write!(f, "+ {cmd}\n# if that fails:\n+ {fallback}"),
+            Step::Copy { cmd, fallback, .. } => {
+                write!(f, "+ {cmd}")?;
+                match fallback {
+                    Some(fallback) => write!(f, "\n# if that fails:\n+ {fallback}"),
+                    None => Ok(()),
+                }
+            }
             Step::Pipe { from, to } => write!(f, "+ {from} | {to}"),
             Step::Note(note) => write!(f, "# {note}"),
             Step::Reboot(cmd) => write!(
@@ -616,7 +630,8 @@ impl Step {
                 let program = script.split(' ').find(|w| *w != "sudo").unwrap_or("ssh");
                 program.rsplit('/').next().unwrap_or(program).to_owned()
             }
-            Step::Run(cmd) | Step::RunOr { cmd, .. } => cmd.program().to_owned(),
+            Step::Run(cmd) => cmd.program().to_owned(),
+            Step::Copy { .. } => "nix copy".into(),
             Step::Pipe { .. } => "install key".into(),
             Step::Note(_) => "note".into(),
             Step::CheckHost { .. } => "check".into(),

@@ -34,7 +34,10 @@ impl Secret {
         };
         let cwd = std::env::current_dir()?;
         let local = job.flake.starts_with('.') || job.flake.starts_with('/');
-        let dir = if local { cwd.join(&job.flake) } else { cwd };
+        let dir = match local {
+            true => cwd.join(&job.flake).canonicalize().unwrap_or(cwd),
+            false => cwd,
+        };
         let env = |key: &str| std::env::var(key).ok();
         Secret::locate(&dir, name, job.identity.clone(), env).map(Some)
     }

@@ -129,3 +129,29 @@ pub fn capturing(cmd: &mut Command) -> &mut Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
 }
+
+/// Ends every ssh control master still serving a socket in `dir`, flakem's private directory.
+/// `ssh -O exit` closes the ones with a socket; after Ctrl-C a master can be caught half
+/// started, before its socket has its final name, and would linger for `ControlPersist`.
+/// Found through `/proc` (Linux); elsewhere this does nothing.
+pub fn end_masters(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let needle = dir.to_string_lossy().into_owned();
+    for entry in entries.filter_map(Result::ok) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.starts_with("ssh") && cmdline.contains(&needle) {
+            // SAFETY: kill(2) on an ssh process serving flakem's own private socket directory.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+    }
+}
