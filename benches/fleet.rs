@@ -1203,6 +1203,16 @@ fn shell(command: &str) -> String {
         .unwrap_or_default()
 }
 
+/// `x` with its sign and `decimals` decimals, and `±0` when it rounds to zero.
+fn signed(x: f64, decimals: usize, unit: &str) -> String {
+    let text = format!("{:+.*}", decimals, x);
+    if text[1..].chars().all(|c| c == '0' || c == '.') {
+        format!("±{}{unit}", &text[1..])
+    } else {
+        format!("{text}{unit}")
+    }
+}
+
 fn yes_no(ok: bool) -> &'static str {
     if ok { "yes" } else { "**no**" }
 }
@@ -1524,9 +1534,9 @@ impl Report {
         );
         let _ = writeln!(
             w,
-            "| (3) what `--diff` adds, 1 host (difference of the medians) | {:+.2} s ({:+.0} %) | | |",
-            td.as_secs_f64() - tp.as_secs_f64(),
-            (td.as_secs_f64() / tp.as_secs_f64() - 1.0) * 100.0
+            "| (3) what `--diff` adds, 1 host (difference of the medians) | {} ({}) | | |",
+            signed(td.as_secs_f64() - tp.as_secs_f64(), 2, " s"),
+            signed((td.as_secs_f64() / tp.as_secs_f64() - 1.0) * 100.0, 0, " %")
         );
         let _ = writeln!(
             w,
@@ -1785,9 +1795,11 @@ impl Report {
              diff-closures` on the host, then activates with `nixos-rebuild switch \
              --store-path` (which evaluates nothing). So the per-host evaluation moves from \
              nixos-rebuild to flakem rather than adding one: {} + {} for 1 host, {} + {} for 8. \
-             flakem's own count is then 1 + one per host{}. In time, `--diff` costs {:+.2} s for \
-             one host (its extra steps, the diff over ssh, against nixos-rebuild's `nix build` \
-             it replaces) and {:+.2} s for 8 hosts (one run each).",
+             flakem's own count is then 1 + one per host{}. In time, `--diff` changed a deploy \
+             by {} for one host (medians of {} runs each: its extra steps and the diff over ssh, \
+             against the stand-in's `nix build` it spares) and by {} for 8 hosts (one run, \
+             against the median of the plain ones), where flakem's process tree used \
+             {:.1} CPU-seconds against {:.1} without `--diff`.",
             pick(&ed, |e| e.flakem),
             pick(&ed, Evaluations::rebuild),
             ed8.flakem,
@@ -1797,8 +1809,15 @@ impl Report {
             } else {
                 ""
             },
-            td.as_secs_f64() - tp.as_secs_f64(),
-            self.diff_eight.wall.as_secs_f64() - t8.as_secs_f64(),
+            signed(td.as_secs_f64() - tp.as_secs_f64(), 2, " s"),
+            self.runs,
+            signed(
+                self.diff_eight.wall.as_secs_f64() - t8.as_secs_f64(),
+                2,
+                " s"
+            ),
+            self.diff_eight.cpu_own,
+            own8,
         );
         let _ = writeln!(
             w,
