@@ -160,6 +160,21 @@ fn main() {
     let text = report.markdown();
     println!("{text}");
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
+    // The fleet benchmark's section (from its marker on) is kept as it is.
+    let old = fs::read_to_string(&path).unwrap_or_default();
+    let kept = old
+        .find("<!-- fleet benchmark: begin")
+        .map_or("", |i| &old[i..]);
+    let text = if kept.is_empty() {
+        text
+    } else {
+        format!(
+            "{}
+
+{kept}",
+            text.trim_end()
+        )
+    };
     fs::write(&path, &text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     eprintln!("wrote {} in {:.0?}", path.display(), started.elapsed());
 }
