@@ -10,7 +10,7 @@ if [[ $(id -u) != 0 ]]; then
 fi
 
 missing=()
-for need in python3:python3 nix:nix-bin sshd:openssh-server ssh:openssh-client sudo:sudo age:age ip:iproute2 unshare:util-linux script:bsdutils zsh:zsh fish:fish man:man-db; do
+for need in python3:python3 pkill:procps nix:nix-bin sshd:openssh-server ssh:openssh-client sudo:sudo age:age ip:iproute2 unshare:util-linux script:bsdutils zsh:zsh fish:fish man:man-db; do
   command -v "${need%%:*}" >/dev/null 2>&1 || missing+=("${need#*:}")
 done
 if ((${#missing[@]})); then
