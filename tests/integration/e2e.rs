@@ -43,12 +43,12 @@ pub fn run(bed: &TestBed, args: &[&str]) -> Outcome {
     let tmp = tmp_dir(bed);
     let out = crate::testbed::output_with_deadline(&mut flakem(bed, &tmp, args), RUN_DEADLINE);
     let outcome = Outcome::from(out);
-    assert_no_leftovers(&tmp);
+    assert_no_leftovers(&tmp, &outcome.stderr);
     outcome
 }
 
 /// No process whose command line names `dir` (an ssh control master, a child) is left.
-pub fn assert_no_leftovers(dir: &Path) {
+pub fn assert_no_leftovers(dir: &Path, output: &str) {
     let needle = dir.to_string_lossy().into_owned();
     let stragglers = || {
         std::fs::read_dir("/proc")
@@ -73,7 +73,7 @@ pub fn assert_no_leftovers(dir: &Path) {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "left behind: {left:#?}"
+            "left behind: {left:#?}\nafter:\n{output}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -367,7 +367,7 @@ fn ctrl_c_during_the_wait_leaves_nothing_behind() {
     let (status, seen) = flakem.finish();
     assert_eq!(status, Some(130), "{seen}");
     assert!(seen.contains("flakem: interrupted"));
-    assert_no_leftovers(&tmp);
+    assert_no_leftovers(&tmp, &seen);
 }
 
 #[test]

@@ -333,7 +333,7 @@ fn ctrl_c_stops_a_whole_fleet() {
     flakem.interrupt();
     let (status, stderr) = flakem.finish();
     assert_eq!(status, Some(130), "{stderr}");
-    assert_no_leftovers(&tmp);
+    assert_no_leftovers(&tmp, &stderr);
     // db never started: two jobs at a time, and both were waiting for a host that is gone.
     assert!(bed.host("db").activations().is_empty());
 }

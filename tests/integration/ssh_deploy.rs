@@ -203,7 +203,7 @@ fn flakem(
         cmd.env(name, value);
     }
     let out = Outcome::from(output_with_deadline(&mut cmd, DEADLINE));
-    assert_no_leftovers(&tmp);
+    assert_no_leftovers(&tmp, &out.stderr);
     Deployed { out, tmp }
 }
 
