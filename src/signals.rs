@@ -18,8 +18,9 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 static OWN_GROUPS: OnceLock<bool> = OnceLock::new();
 
-/// How long a child may take to stop after the signal is passed on, before it is killed.
-const GRACE: Duration = Duration::from_secs(5);
+/// How long a child may take to stop (and clean up) after the signal is passed on, before
+/// it is killed; a second Ctrl-C kills at once.
+const GRACE: Duration = Duration::from_secs(10);
 
 pub fn install() -> io::Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
