@@ -23,8 +23,34 @@ fn four_hosts_at_once_one_fails_the_others_succeed() {
         .map(|h| deployed_generation(&mut bed, h, "fleet"))
         .collect();
     break_activation(&bed, "db");
-    let out = run(&bed, &["switch-push", "--json", "web1,web2,db,spare"]);
+    let logs = bed.dir().join("logs");
+    let logs_arg = logs.to_string_lossy().into_owned();
+    let out = run(
+        &bed,
+        &[
+            "switch-push",
+            "--json",
+            "--log-dir",
+            &logs_arg,
+            "web1,web2,db,spare",
+        ],
+    );
     out.status(1);
+    // Each host's output also in a file of its own, unprefixed.
+    for host in hosts {
+        let log = std::fs::read_to_string(logs.join(format!("{host}.log"))).unwrap();
+        assert!(log.contains("+ nixos-rebuild switch"), "{host}: {log}");
+        let prefix = format!("[{host}] ");
+        assert!(
+            !log.lines().any(|l| l.starts_with(&prefix)),
+            "{host}: {log}"
+        );
+    }
+    let db_log = std::fs::read_to_string(logs.join("db.log")).unwrap();
+    assert!(
+        db_log.contains("flakem: `nixos-rebuild` failed"),
+        "{db_log}"
+    );
     let summary: serde_json::Value =
         serde_json::from_str(&out.stdout).expect("stdout is only JSON");
     let rows = summary.as_array().unwrap();
