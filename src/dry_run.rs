@@ -7,7 +7,7 @@ use crate::commands::Command;
 use crate::console;
 use crate::dialect::Dialect;
 use crate::error::Error;
-use crate::flake::Kind;
+use crate::flake::{self, Kind};
 use crate::job::{Job, Machine};
 use crate::options::DialectChoice;
 use crate::plan::{self, Context};
@@ -50,9 +50,11 @@ pub fn print(job: &Job, ssh: &Ssh, home_manager: bool) -> Result<(), Error> {
     }
     let secret = Secret::of_job(job, &machines)?;
     let several = machines.len() > 1;
+    let mut sections = Vec::new();
     for (i, machine) in machines.iter_mut().enumerate() {
+        let mut section = String::new();
         if several {
-            writeln!(out, "# [{}]", machine.host).ok();
+            writeln!(section, "# [{}]", machine.host).ok();
         }
         if job.kind == Some(Kind::Darwin) {
             machine.kind = Kind::Darwin;
@@ -69,7 +71,7 @@ pub fn print(job: &Job, ssh: &Ssh, home_manager: bool) -> Result<(), Error> {
                 ),
                 (kind, _) => format!("{}#{}", job.flake, kind.output()),
             };
-            writeln!(out, "# check: `{target}` is in {kind}").ok();
+            writeln!(section, "# check: `{target}` is in {kind}").ok();
         }
         let cx = Context {
             dialect,
@@ -79,7 +81,18 @@ pub fn print(job: &Job, ssh: &Ssh, home_manager: bool) -> Result<(), Error> {
             home_manager,
             secret: secret.as_ref(),
         };
-        write!(out, "{}", plan::plan(job, machine, &cx)).ok();
+        let plan = plan::plan(job, machine, &cx);
+        write!(section, "{plan}").ok();
+        sections.push((plan.drv_of, section));
+    }
+    let attributes: Vec<String> = sections.iter().filter_map(|(a, _)| a.clone()).collect();
+    if !attributes.is_empty() {
+        let cwd = std::env::current_dir()?;
+        let eval = flake::eval_drvs(&job.flake, &cwd, &attributes, &job.rest);
+        writeln!(out, "+ {eval}\n# one evaluation gives each host's <drv>").ok();
+    }
+    for (_, section) in sections {
+        out.push_str(&section);
     }
     console::print_stdout(&out);
     Ok(())

@@ -54,6 +54,11 @@ impl<'a> Executor<'a> {
         }
     }
 
+    /// The host's `<drv>`, from the one evaluation for all hosts.
+    pub fn learn_drv(&mut self, drv: String) {
+        self.learnt.drv = Some(drv);
+    }
+
     /// Runs `steps` in order, stopping at the first that fails.
     pub fn run(&mut self, steps: &[Step]) -> Result<(), Failure> {
         steps.iter().try_for_each(|step| {

@@ -26,10 +26,9 @@ pub struct Names {
     pub home: Vec<String>,
 }
 
-/// The evaluation: `flake` as the user gave it, `cwd` to make a local path absolute
-/// (`getFlake` takes no relative paths).
-pub fn eval_names(flake: &str, cwd: &Path) -> Cmd {
-    let reference = if flake.starts_with('.') || flake.starts_with('/') {
+/// The flake as `getFlake` takes it: a local path made absolute.
+fn reference(flake: &str, cwd: &Path) -> String {
+    if flake.starts_with('.') || flake.starts_with('/') {
         cwd.join(flake)
             .canonicalize()
             .unwrap_or_else(|_| cwd.join(flake))
@@ -37,24 +36,63 @@ pub fn eval_names(flake: &str, cwd: &Path) -> Cmd {
             .to_string()
     } else {
         flake.to_owned()
-    };
+    }
+}
+
+/// `nix eval --json` of `body`, in which `f` is the flake.
+fn eval(flake: &str, cwd: &Path, body: &str, rest: &[String]) -> Cmd {
     let expr = format!(
-        "let f = builtins.getFlake {}; names = a: builtins.attrNames (f.${{a}} or {{ }}); in \
-         {{ nixos = names \"nixosConfigurations\"; darwin = names \"darwinConfigurations\"; \
-         home = names \"homeConfigurations\"; }}",
-        nix_string(&reference)
+        "let f = builtins.getFlake {}; in {body}",
+        nix_string(&reference(flake, cwd))
     );
-    let argv = [
-        "nix",
-        "--extra-experimental-features",
-        "nix-command flakes",
-        "eval",
-        "--json",
-        "--impure",
-        "--expr",
-        &expr,
-    ];
-    Cmd::new(argv.map(str::to_owned).to_vec())
+    let mut argv = nix(&["eval", "--json", "--impure", "--expr", &expr]);
+    argv.extend(rest.iter().cloned());
+    Cmd::new(argv)
+}
+
+/// `nix --extra-experimental-features 'nix-command flakes' WORDS...`
+pub fn nix(words: &[&str]) -> Vec<String> {
+    ["nix", "--extra-experimental-features", "nix-command flakes"]
+        .iter()
+        .chain(words)
+        .map(|w| w.to_string())
+        .collect()
+}
+
+/// The evaluation of every configuration name: `flake` as the user gave it, `cwd` to make a
+/// local path absolute (`getFlake` takes no relative paths).
+pub fn eval_names(flake: &str, cwd: &Path) -> Cmd {
+    let body = "let names = a: builtins.attrNames (f.${a} or { }); in \
+                { nixos = names \"nixosConfigurations\"; darwin = names \"darwinConfigurations\"; \
+                home = names \"homeConfigurations\"; }";
+    eval(flake, cwd, body, &[])
+}
+
+/// One evaluation of the derivations of `attributes`, for every host whose plan builds by
+/// hand (`--diff`, nix-darwin, Home Manager): a list, in order.
+pub fn eval_drvs(flake: &str, cwd: &Path, attributes: &[String], rest: &[String]) -> Cmd {
+    let items: Vec<String> = attributes
+        .iter()
+        .map(|a| format!("f.{a}.drvPath"))
+        .collect();
+    eval(flake, cwd, &format!("[ {} ]", items.join(" ")), rest)
+}
+
+/// Runs [`eval_drvs`] and reads its answer.
+pub fn read_drvs(cmd: &Cmd, console: &Console, count: usize) -> Result<Vec<String>, Error> {
+    console.trace(cmd);
+    let out = exec::output(cmd)?;
+    console.pass(Stream::Err, &out.stderr);
+    exec::check(cmd, out.status)?;
+    let drvs: Vec<String> = serde_json::from_slice(&out.stdout)
+        .map_err(|e| Error::Check(format!("cannot read nix eval's derivations: {e}")))?;
+    match drvs.len() == count {
+        true => Ok(drvs),
+        false => Err(Error::Check(format!(
+            "nix eval gave {} derivations for {count}",
+            drvs.len()
+        ))),
+    }
 }
 
 /// Runs the evaluation and reads its answer.

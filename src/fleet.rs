@@ -13,8 +13,9 @@ use std::fmt::Write;
 use crate::console::{self, Console};
 use crate::error::Error;
 use crate::exec::{Executor, Failure};
+use crate::flake;
 use crate::job::{Job, Machine};
-use crate::plan::Plan;
+use crate::plan::{Cmd, Plan};
 use crate::signals;
 
 /// One host's part of a run.
@@ -22,6 +23,30 @@ pub struct Part {
     pub machine: Machine,
     pub plan: Plan,
     pub console: Console,
+}
+
+impl Part {
+    fn executor(&self) -> Executor<'_> {
+        Executor::new(&self.console)
+    }
+}
+
+/// Evaluates the derivations of the parts whose plans build one (`Plan::drv_of`), all in
+/// one `nix eval`, once every host passed its checks. `eval` is that evaluation.
+fn derivations(
+    eval: Option<&Cmd>,
+    parts: &[Part],
+    console: &Console,
+) -> Result<Vec<Option<String>>, Error> {
+    let Some(eval) = eval else {
+        return Ok(parts.iter().map(|_| None).collect());
+    };
+    let wanted = parts.iter().filter(|p| p.plan.drv_of.is_some()).count();
+    let mut drvs = flake::read_drvs(eval, console, wanted)?.into_iter();
+    Ok(parts
+        .iter()
+        .map(|p| p.plan.drv_of.as_ref().and_then(|_| drvs.next()))
+        .collect())
 }
 
 /// What happened to one host, as the summary shows it.
@@ -50,14 +75,26 @@ pub enum Verdict {
 }
 
 /// Runs every part; with one host and no `--json`, its own error is the result.
-pub fn run(job: &Job, parts: &[Part]) -> Result<(), Error> {
+/// `eval` evaluates the derivations the plans build by hand, if any do.
+pub fn run(job: &Job, parts: &[Part], eval: Option<&Cmd>) -> Result<(), Error> {
     if let [part] = parts
         && !job.json
     {
-        let mut executor = Executor::new(&part.console);
+        let mut executor = part.executor();
         let plan = &part.plan;
+        let evaluated = |executor: &mut Executor| {
+            let drv = derivations(eval, parts, &part.console)?.remove(0);
+            drv.into_iter().for_each(|drv| executor.learn_drv(drv));
+            Ok(())
+        };
         let result = executor
             .run(&plan.checks)
+            .and_then(|()| {
+                evaluated(&mut executor).map_err(|error| Failure {
+                    step: "evaluate".into(),
+                    error,
+                })
+            })
             .and_then(|()| executor.run(&plan.prepare))
             .and_then(|()| {
                 confirm(job, parts, &[0]).map_err(|error| Failure {
@@ -69,10 +106,10 @@ pub fn run(job: &Job, parts: &[Part]) -> Result<(), Error> {
         executor.finish(plan);
         return result.map_err(|f| f.error);
     }
-    let outcomes = run_all(job, parts);
+    let outcomes = run_all(job, parts, eval);
     // Hosts that failed a check or were skipped may still hold a control master.
     for part in parts {
-        Executor::new(&part.console).finish(&part.plan);
+        part.executor().finish(&part.plan);
     }
     summarize(job, &outcomes);
     let count = |v| outcomes.iter().filter(|o| o.result == v).count();
@@ -126,11 +163,8 @@ fn confirm(job: &Job, parts: &[Part], ready: &[usize]) -> Result<(), Error> {
 /// The phases of a run of several hosts. Every host is checked before any is built, and
 /// (with `--diff`) every host is built and compared before any is activated; within a phase
 /// hosts run `--jobs` at a time, and one failing stops only itself.
-fn run_all(job: &Job, parts: &[Part]) -> Vec<Outcome> {
-    let executors: Vec<Mutex<Executor>> = parts
-        .iter()
-        .map(|p| Mutex::new(Executor::new(&p.console)))
-        .collect();
+fn run_all(job: &Job, parts: &[Part], eval: Option<&Cmd>) -> Vec<Outcome> {
+    let executors: Vec<Mutex<Executor>> = parts.iter().map(|p| Mutex::new(p.executor())).collect();
     let mut outcomes: Vec<Outcome> = parts.iter().map(|p| outcome(p, None)).collect();
     let everyone: Vec<usize> = (0..parts.len()).collect();
     // Checks: all hosts at once, and nothing is built unless every host passes.
@@ -145,6 +179,29 @@ fn run_all(job: &Job, parts: &[Part]) -> Vec<Outcome> {
             }
         }
         return outcomes;
+    }
+    match derivations(eval, parts, &Console::plain()) {
+        Ok(drvs) => {
+            for (executor, drv) in executors.iter().zip(drvs) {
+                drv.into_iter()
+                    .for_each(|drv| lock(executor).learn_drv(drv));
+            }
+        }
+        Err(error) => {
+            let message = error.to_string();
+            for (part, outcome) in parts.iter().zip(&mut outcomes) {
+                let error = Error::Check(message.clone());
+                fail(
+                    part,
+                    outcome,
+                    Failure {
+                        step: "evaluate".into(),
+                        error,
+                    },
+                );
+            }
+            return outcomes;
+        }
     }
     let mut ready = everyone;
     for (n, steps) in [

@@ -137,7 +137,12 @@ fn run() -> Result<(), Error> {
             })
         })
         .collect::<Result<Vec<_>, Error>>()?;
-    let result = fleet::run(&job, &parts);
+    // The plans that build by hand get their derivations from one evaluation for all.
+    let attributes: Vec<String> = parts.iter().filter_map(|p| p.plan.drv_of.clone()).collect();
+    let cwd = std::env::current_dir()?;
+    let eval = (!attributes.is_empty())
+        .then(|| flake::eval_drvs(&job.flake, &cwd, &attributes, &job.rest));
+    let result = fleet::run(&job, &parts, eval.as_ref());
     signals::end_masters(control_dir.path());
     result
 }

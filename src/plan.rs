@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::commands::{Action, Command, Hosts};
 use crate::dialect::Dialect;
-use crate::flake::Kind;
+use crate::flake::{Kind, nix};
 use crate::job::{Job, Machine};
 use crate::options::Timeout;
 use crate::quote;
@@ -110,6 +110,9 @@ pub struct Plan {
     pub checks: Vec<Step>,
     /// With `--diff`: build, copy and show the changes, for every host before any activates.
     pub prepare: Vec<Step>,
+    /// The attribute whose derivation the steps build as `<drv>`: evaluated for all hosts
+    /// at once before any plan runs.
+    pub drv_of: Option<String>,
     pub steps: Vec<Step>,
     /// Run on every way out, success, failure or Ctrl-C: a `ControlPersist` master would
     /// otherwise outlive flakem.
@@ -167,6 +170,7 @@ pub fn plan(job: &Job, machine: &Machine, cx: &Context) -> Plan {
         }
     }
     let mut prepare = Vec::new();
+    let mut drv_of = None;
     if let (Some(hosts), Some(target)) = (hosts, &machine.target) {
         match machine.kind {
             Kind::Nixos if !job.diff => {
@@ -184,6 +188,10 @@ pub fn plan(job: &Job, machine: &Machine, cx: &Context) -> Plan {
             }
             kind => {
                 let built = build(job, kind, hosts, host, target, cx, &sockets);
+                // Everything but a local `build` (one `nix build`) builds `<drv>`.
+                if hosts != Hosts::Local || job.action != Action::Build {
+                    drv_of = Some(kind.attribute(target));
+                }
                 let activation = activation(job, kind, hosts, host, cx, &sockets);
                 if job.diff {
                     prepare = built;
@@ -241,22 +249,14 @@ pub fn plan(job: &Job, machine: &Machine, cx: &Context) -> Plan {
     Plan {
         checks,
         prepare,
+        drv_of,
         steps,
         finally,
     }
 }
 
-/// `nix --extra-experimental-features 'nix-command flakes' WORDS...`
-fn nix(words: &[&str]) -> Vec<String> {
-    ["nix", "--extra-experimental-features", "nix-command flakes"]
-        .iter()
-        .chain(words)
-        .map(|w| w.to_string())
-        .collect()
-}
-
 /// Builds the configuration where the command says, as nixos-rebuild does in flake mode:
-/// evaluate here; build here, or on the host after copying the derivation there; copy the
+/// build `<drv>` (evaluated here) here, or on the host after copying it there; copy the
 /// result to a host that activates it. A local `build` is one `nix build` with `./result`.
 fn build(
     job: &Job,
@@ -273,12 +273,8 @@ fn build(
         argv.extend(job.rest.iter().cloned());
         return vec![Step::Run(Cmd::new(argv))];
     }
-    let mut eval = nix(&["eval", "--raw", &format!("{attribute}.drvPath")]);
-    eval.extend(job.rest.iter().cloned());
-    let mut steps = vec![Step::Learn {
-        cmd: Cmd::new(eval),
-        value: Value::Drv,
-    }];
+    // `<drv>` comes from the one evaluation of every host's derivation (`Plan::drv_of`).
+    let mut steps = Vec::new();
     let (drv, system) = (Value::Drv.placeholder(), Value::System.placeholder());
     let realise_here = Step::Learn {
         cmd: Cmd::new(["nix-store", "--realise", drv].map(str::to_owned).to_vec()),

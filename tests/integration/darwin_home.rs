@@ -58,7 +58,7 @@ fn here_has(bed: &TestBed, path: &str) -> bool {
 fn name_evaluations(out: &Outcome) -> usize {
     out.started()
         .iter()
-        .filter(|l| l.contains("builtins.getFlake"))
+        .filter(|l| l.contains("builtins.getFlake") && l.contains("builtins.attrNames"))
         .count()
 }
 
