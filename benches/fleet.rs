@@ -31,17 +31,19 @@
 #[path = "../tests/integration/testbed/mod.rs"]
 mod testbed;
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{env_count, max, median, min, nproc, write_table, yes_no};
 use testbed::TestBed;
 
 /// The hosts; configurations of these names are added to the test flake.
@@ -71,10 +73,6 @@ const RUN_DEADLINE: Duration = Duration::from_secs(180);
 const TARGET_RATIO: f64 = 1.5;
 const TARGET_OWN_EVALUATIONS: usize = 1;
 const TARGET_CACHED_MS: f64 = 100.0;
-
-/// The markers around this benchmark's section of BENCHMARKS.md.
-const BEGIN: &str = "<!-- fleet benchmark: begin (written by `cargo bench --bench fleet`) -->";
-const END: &str = "<!-- fleet benchmark: end -->";
 
 /// The field separator of the nix shim's log lines.
 const SEP: char = '\x1f';
@@ -193,38 +191,12 @@ fn main() {
     };
     let section = report.markdown();
     println!("{section}");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
-    let old = fs::read_to_string(&path).unwrap_or_default();
-    fs::write(&path, with_section(&old, &section))
-        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    let path = common::update_benchmarks(|parts| parts.fleet = section);
     eprintln!(
         "wrote the fleet section of {} in {:.0?}",
         path.display(),
         started.elapsed()
     );
-}
-
-fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(default)
-}
-
-/// `text` with this benchmark's section (markers included) replaced by `section`, or with
-/// `section` appended when it has none yet.
-fn with_section(text: &str, section: &str) -> String {
-    let section = format!("{BEGIN}\n\n{}\n{END}\n", section.trim_end());
-    match (text.find(BEGIN), text.find(END)) {
-        (Some(begin), Some(end)) if end > begin => {
-            let after = &text[end + END.len()..];
-            let after = after.strip_prefix('\n').unwrap_or(after);
-            format!("{}{section}{after}", &text[..begin])
-        }
-        _ if text.trim().is_empty() => format!("# Benchmarks\n\n{section}"),
-        _ => format!("{}\n\n{section}", text.trim_end()),
-    }
 }
 
 /// The bed, the shim and the environment every run uses.
@@ -252,11 +224,6 @@ impl Bench {
         let dir = bed.dir().join("bench");
         let tmp = bed.dir().join("t");
         fs::create_dir_all(&tmp).expect("create the runs' TMPDIR");
-        let system_path = std::env::var_os("PATH").unwrap_or_default();
-        let real_nix = std::env::split_paths(&system_path)
-            .map(|d| d.join("nix"))
-            .find(|p| p.is_file())
-            .expect("nix on PATH");
         let bin = dir.join("bin");
         let nix_log = dir.join("nix-starts");
         fs::create_dir_all(&dir).expect("create the benchmark's directory");
@@ -264,32 +231,24 @@ impl Bench {
         // One line per nix process: its parent's name (`nixos-rebuild.sh` for the stand-in,
         // which bash runs) and its arguments, separated by SEP, written by one printf (one
         // write, appended).
-        write_executable(
+        common::write_shim(
             &bin.join("nix"),
+            "records who starts nix and how, then runs the real nix.",
             &format!(
-                "#!/bin/sh\n\
-                 # flakem benchmark shim: records who starts nix and how, then runs the real nix.\n\
-                 read -r line < /proc/$PPID/comm || line=unknown\n\
+                "read -r line < /proc/$PPID/comm || line=unknown\n\
                  case $(tr '\\0' ' ' < /proc/$PPID/cmdline) in\n\
                  *nixos-rebuild.sh*) line=nixos-rebuild.sh ;;\n\
                  esac\n\
                  for a in \"$@\"; do line=\"$line{SEP}$a\"; done\n\
-                 printf '%s\\n' \"$line\" >> {log}\n\
-                 exec {nix} \"$@\"\n",
-                log = nix_log.display(),
-                nix = real_nix.display()
+                 printf '%s\\n' \"$line\" >> {}\n",
+                nix_log.display()
             ),
+            &common::on_path("nix"),
         );
-        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        let mut dirs = vec![fixtures.join("bin-ng")];
-        dirs.extend(std::env::split_paths(&system_path));
-        let path_unshimmed = std::env::join_paths(&dirs).expect("PATH");
-        dirs.insert(0, bin);
-        let path = std::env::join_paths(dirs).expect("PATH");
         Bench {
+            path: common::search_path(&[&bin]),
+            path_unshimmed: common::search_path(&[]),
             bed,
-            path,
-            path_unshimmed,
             tmp,
             nix_log,
             quiet_budget: QUIET_BUDGET,
@@ -310,8 +269,6 @@ impl Bench {
             .collect()
     }
 
-    /// `flakem switch-push --json OPTIONS HOSTS` after giving each host a fresh generation;
-    /// checks that every host now runs it.
     /// Waits, within what is left of the budget, until the machine is quiet: other work
     /// keeps its CPUs less than `QUIET_SHARE` busy over a second.
     fn wait_quiet(&mut self) {
@@ -330,9 +287,15 @@ impl Bench {
         }
     }
 
-    /// `deploy_once`, repeated (with a new generation) while other work on the machine took
-    /// more than `OTHERS_MAX_SHARE` of its CPUs during the run, `ATTEMPTS` times at most.
-    fn deploy(&mut self, hosts: &[&str], generation: &str, options: &[&str]) -> Run {
+    /// `once` with `generation` once the machine is quiet, repeated (with a new generation)
+    /// while other work on the machine took more than `OTHERS_MAX_SHARE` of its CPUs during
+    /// the run, `ATTEMPTS` times at most; `what` names the run in the note of a repeat.
+    fn quiet_run(
+        &mut self,
+        what: &str,
+        generation: &str,
+        mut once: impl FnMut(&mut Bench, &str) -> Run,
+    ) -> Run {
         let mut attempt = 0;
         loop {
             self.wait_quiet();
@@ -340,15 +303,13 @@ impl Bench {
                 0 => generation.to_owned(),
                 n => format!("{generation}-again{n}"),
             };
-            let run = self.deploy_once(hosts, &generation, options);
+            let run = once(self, &generation);
             attempt += 1;
             if run.others_share() <= OTHERS_MAX_SHARE || attempt == ATTEMPTS {
                 return run;
             }
             let what = format!(
-                "switch-push{} to {} host(s): other work took {:.0} % of the CPUs",
-                if run.diff { " --diff" } else { "" },
-                hosts.len(),
+                "{what}: other work took {:.0} % of the CPUs",
                 run.others_share() * 100.0
             );
             eprintln!("discarded ({what})");
@@ -356,6 +317,24 @@ impl Bench {
         }
     }
 
+    /// `deploy_once`, in a `quiet_run`.
+    fn deploy(&mut self, hosts: &[&str], generation: &str, options: &[&str]) -> Run {
+        let what = format!(
+            "switch-push{} to {} host(s)",
+            if options.contains(&"--diff") {
+                " --diff"
+            } else {
+                ""
+            },
+            hosts.len()
+        );
+        self.quiet_run(&what, generation, |bench, generation| {
+            bench.deploy_once(hosts, generation, options)
+        })
+    }
+
+    /// `flakem switch-push --json OPTIONS HOSTS` after giving each host a fresh generation;
+    /// checks that every host now runs it.
     fn deploy_once(&mut self, hosts: &[&str], generation: &str, options: &[&str]) -> Run {
         for host in hosts {
             self.bed.set_generation(host, generation);
@@ -372,56 +351,42 @@ impl Bench {
             .env("FAKE_NIXOS_REBUILD_ACTIVATION_SECONDS", ACTIVATION_SECONDS)
             .stdin(Stdio::null());
         let log_from = self.nix_log_len();
-        let bed_dir = self.bed.dir().to_string_lossy().into_owned();
-        let others_before = others_ticks(&bed_dir);
-        let cpu_before = cpu_ticks();
-        let own_before = children_cpu_seconds();
-        let mut run = run_timed(command);
-        let cpu_after = cpu_ticks();
-        run.cpu_own = children_cpu_seconds() - own_before;
-        let others_after = others_ticks(&bed_dir);
-        run.cpu_others = others_cpu_seconds(&others_before, &others_after);
-        run.hosts = hosts.iter().map(|h| h.to_string()).collect();
-        run.diff = options.contains(&"--diff");
+        let cpu = CpuMeter::start(&self.bed);
+        let start = Instant::now();
+        let timed = common::run_timed(command, RUN_DEADLINE, |_| {});
+        let mut run = Run {
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            status: timed.status,
+            wall: timed.ended - start,
+            lines: timed
+                .lines
+                .into_iter()
+                .map(|(at, line)| (at - start, line))
+                .collect(),
+            stdout: timed.stdout,
+            ..Run::default()
+        };
+        cpu.stop(&mut run);
         run.nix = self.nix_starts_since(log_from);
-        run.cpu_busy = cpu_busy_seconds(cpu_before, cpu_after);
         self.check(&run, generation);
         run
     }
 
-    /// A reference, not flakem: the stand-in `nixos-rebuild` alone, with the arguments flakem
-    /// gives it, once per host, all started at once; wall time until the last one exits.
+    /// `bare_once`, in a `quiet_run`.
     fn bare(&mut self, hosts: &[&str], generation: &str) -> Run {
-        let mut attempt = 0;
-        loop {
-            self.wait_quiet();
-            let generation = match attempt {
-                0 => generation.to_owned(),
-                n => format!("{generation}-again{n}"),
-            };
-            let run = self.bare_once(hosts, &generation);
-            attempt += 1;
-            if run.others_share() <= OTHERS_MAX_SHARE || attempt == ATTEMPTS {
-                return run;
-            }
-            let what = format!(
-                "nixos-rebuild alone, {} host(s): other work took {:.0} % of the CPUs",
-                hosts.len(),
-                run.others_share() * 100.0
-            );
-            eprintln!("discarded ({what})");
-            self.discarded.push(what);
-        }
+        let what = format!("nixos-rebuild alone, {} host(s)", hosts.len());
+        self.quiet_run(&what, generation, |bench, generation| {
+            bench.bare_once(hosts, generation)
+        })
     }
 
+    /// A reference, not flakem: the stand-in `nixos-rebuild` alone, with the arguments flakem
+    /// gives it, once per host, all started at once; wall time until the last one exits.
     fn bare_once(&mut self, hosts: &[&str], generation: &str) -> Run {
         for host in hosts {
             self.bed.set_generation(host, generation);
         }
-        let bed_dir = self.bed.dir().to_string_lossy().into_owned();
-        let others_before = others_ticks(&bed_dir);
-        let cpu_before = cpu_ticks();
-        let own_before = children_cpu_seconds();
+        let cpu = CpuMeter::start(&self.bed);
         let start = Instant::now();
         let children: Vec<_> = hosts
             .iter()
@@ -460,18 +425,16 @@ impl Bench {
                 "{host} runs {system:?}"
             );
         }
-        Run {
+        let mut run = Run {
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
-            diff: false,
             status: status.expect("a host"),
             wall,
-            lines: Vec::new(),
-            stdout: String::new(),
-            nix: Vec::new(),
-            cpu_busy: cpu_busy_seconds(cpu_before, cpu_ticks()),
-            cpu_own: children_cpu_seconds() - own_before,
-            cpu_others: others_cpu_seconds(&others_before, &others_ticks(&bed_dir)),
-        }
+            ..Run::default()
+        };
+        // Read after the checks above (so their ssh calls count in `cpu_own`), as for the
+        // figures committed so far.
+        cpu.stop(&mut run);
+        run
     }
 
     /// A reference, not flakem: the 8 toplevels (each a fresh generation) built here by 8
@@ -632,14 +595,6 @@ impl Bench {
     }
 }
 
-fn write_executable(path: &Path, text: &str) {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).expect("create a shim directory");
-    }
-    fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod a shim");
-}
-
 /// Busy and total CPU ticks of the machine (/proc/stat's first line).
 fn cpu_ticks() -> (u64, u64) {
     let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -730,24 +685,38 @@ fn others_ticks(bed_dir: &str) -> BTreeMap<u32, u64> {
         .collect()
 }
 
-/// Other work's CPU seconds between two `others_ticks`. Sums, not per process: a process that
-/// ended meanwhile moved its time into its parent's children's time, and one that started and
-/// ended meanwhile shows there too.
-fn others_cpu_seconds(before: &BTreeMap<u32, u64>, after: &BTreeMap<u32, u64>) -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let sum = |m: &BTreeMap<u32, u64>| m.values().sum::<u64>();
-    sum(after).saturating_sub(sum(before)) as f64 / hz
+/// The counters a run's CPU figures come from, read before the run.
+struct CpuMeter {
+    bed_dir: String,
+    others: BTreeMap<u32, u64>,
+    /// The machine's busy ticks.
+    machine: u64,
+    own: f64,
 }
 
-fn cpu_busy_seconds(before: (u64, u64), after: (u64, u64)) -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    (after.0 - before.0) as f64 / hz
-}
+impl CpuMeter {
+    fn start(bed: &TestBed) -> CpuMeter {
+        let bed_dir = bed.dir().to_string_lossy().into_owned();
+        CpuMeter {
+            others: others_ticks(&bed_dir),
+            machine: cpu_ticks().0,
+            own: children_cpu_seconds(),
+            bed_dir,
+        }
+    }
 
-fn nproc() -> usize {
-    thread::available_parallelism().map_or(1, |n| n.get())
+    /// Sets `run`'s CPU figures: what the counters moved by since `start`. Other work's are
+    /// sums, not per process: a process that ended meanwhile moved its time into its parent's
+    /// children's time, and one that started and ended meanwhile shows there too.
+    fn stop(self, run: &mut Run) {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        run.cpu_busy = (cpu_ticks().0 - self.machine) as f64 / hz;
+        run.cpu_own = children_cpu_seconds() - self.own;
+        let sum = |m: &BTreeMap<u32, u64>| m.values().sum::<u64>();
+        let others = sum(&others_ticks(&self.bed_dir)).saturating_sub(sum(&self.others));
+        run.cpu_others = others as f64 / hz;
+    }
 }
 
 /// Who started a process.
@@ -865,10 +834,10 @@ impl<'a> Line<'a> {
     }
 }
 
-/// One run of flakem.
+/// One run of flakem (or, as a reference, of nixos-rebuild alone: no lines then).
+#[derive(Default)]
 struct Run {
     hosts: Vec<String>,
-    diff: bool,
     status: ExitStatus,
     wall: Duration,
     /// stderr lines, with when they arrived after the spawn.
@@ -882,58 +851,6 @@ struct Run {
     cpu_own: f64,
     /// CPU time of processes that are not this benchmark's (other work on the machine).
     cpu_others: f64,
-}
-
-fn run_timed(mut command: Command) -> Run {
-    let shown = format!("{command:?}");
-    let start = Instant::now();
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {shown}: {e}"));
-    let stderr = child.stderr.take().expect("stderr");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let reader = thread::spawn(move || {
-        let mut lines = Vec::new();
-        let mut stderr = BufReader::new(stderr);
-        let mut buffer = Vec::new();
-        while let Ok(1..) = stderr.read_until(b'\n', &mut buffer) {
-            let at = start.elapsed();
-            lines.push((at, String::from_utf8_lossy(&buffer).trim_end().to_owned()));
-            buffer.clear();
-        }
-        lines
-    });
-    let out_reader = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let deadline = start + RUN_DEADLINE;
-    let (status, wall) = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break (status, start.elapsed());
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{shown} still running after {RUN_DEADLINE:?}; killed it");
-        }
-        thread::sleep(Duration::from_millis(1));
-    };
-    Run {
-        hosts: Vec::new(),
-        diff: false,
-        status,
-        wall,
-        lines: reader.join().expect("stderr reader"),
-        stdout: out_reader.join().expect("stdout reader"),
-        nix: Vec::new(),
-        cpu_busy: 0.0,
-        cpu_own: 0.0,
-        cpu_others: 0.0,
-    }
 }
 
 /// Evaluating nix processes of a run, by who ran them.
@@ -1148,25 +1065,6 @@ impl Completion {
     }
 }
 
-fn median(values: &[Duration]) -> Duration {
-    let mut values = values.to_vec();
-    values.sort();
-    let n = values.len();
-    match n {
-        0 => Duration::ZERO,
-        _ if n % 2 == 1 => values[n / 2],
-        _ => (values[n / 2 - 1] + values[n / 2]) / 2,
-    }
-}
-
-fn max(values: &[Duration]) -> Duration {
-    values.iter().copied().max().unwrap_or_default()
-}
-
-fn min(values: &[Duration]) -> Duration {
-    values.iter().copied().min().unwrap_or_default()
-}
-
 fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -1195,14 +1093,6 @@ fn walls(runs: &[Run]) -> Vec<Duration> {
     runs.iter().map(|r| r.wall).collect()
 }
 
-fn shell(command: &str) -> String {
-    Command::new("/bin/sh")
-        .args(["-c", command])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
-}
-
 /// `x` with its sign and `decimals` decimals, and `±0` when it rounds to zero.
 fn signed(x: f64, decimals: usize, unit: &str) -> String {
     let text = format!("{:+.*}", decimals, x);
@@ -1211,10 +1101,6 @@ fn signed(x: f64, decimals: usize, unit: &str) -> String {
     } else {
         format!("{text}{unit}")
     }
-}
-
-fn yes_no(ok: bool) -> &'static str {
-    if ok { "yes" } else { "**no**" }
 }
 
 /// The same figure for every run, or each run's.
@@ -1311,14 +1197,7 @@ impl Report {
         let pick = |es: &[Evaluations], f: fn(&Evaluations) -> usize| {
             same_or_each(&es.iter().map(f).collect::<Vec<_>>())
         };
-        let med = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            match v.len() {
-                0 => f64::NAN,
-                n if n % 2 == 1 => v[n / 2],
-                n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-            }
-        };
+        let med = |v: Vec<f64>| median(&v);
         // Machine busy CPU-seconds, its share of all CPUs, flakem's tree's CPU-seconds.
         let cpu = |runs: &[Run]| {
             (
@@ -1375,41 +1254,7 @@ impl Report {
             HOSTS.join("`, `")
         );
         let _ = writeln!(w, "### Machine and run\n");
-        let _ = writeln!(w, "- date: {}", shell("date -u '+%Y-%m-%d %H:%M UTC'"));
-        let _ = writeln!(
-            w,
-            "- nproc: {}; CPU: {}",
-            nproc(),
-            shell("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'")
-        );
-        let _ = writeln!(
-            w,
-            "- kernel {}; {}; {}; {}",
-            shell("uname -sr"),
-            shell("ssh -V 2>&1"),
-            shell("nix --version"),
-            shell("python3 --version")
-        );
-        let _ = writeln!(
-            w,
-            "- flakem at commit {}{} (built by `cargo bench`, release profile)",
-            shell(concat!(
-                "git -C ",
-                env!("CARGO_MANIFEST_DIR"),
-                " rev-parse --short HEAD 2>/dev/null || echo unknown"
-            )),
-            if shell(concat!(
-                "git -C ",
-                env!("CARGO_MANIFEST_DIR"),
-                " status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null"
-            ))
-            .is_empty()
-            {
-                ""
-            } else {
-                ", with uncommitted changes under src/ or to Cargo.toml (others' work in progress)"
-            }
-        );
+        common::write_machine(w, &["ssh -V 2>&1", "nix --version", "python3 --version"]);
         let kept: Vec<&Run> = self
             .one
             .iter()
@@ -1452,142 +1297,155 @@ impl Report {
         );
 
         let _ = writeln!(w, "### Results\n");
-        let _ = writeln!(w, "| figure | value | target | met |\n|---|---|---|---|");
-        let _ = writeln!(
-            w,
-            "| (1) `switch-push` to 1 host, wall time, median (each run) | {} ({}) | | |",
-            secs(t1),
-            list_s(&walls(&self.one))
-        );
-        let _ = writeln!(
-            w,
-            "| (1) `switch-push` to 8 hosts at once, wall time, median (each run) | {} ({}) | | |",
-            secs(t8),
-            list_s(&walls(&self.eight))
-        );
-        let _ = writeln!(
-            w,
-            "| (1) **8 hosts ÷ 1 host** (medians) | **{ratio:.2}** | ≤ {TARGET_RATIO} | {} |",
-            yes_no(ratio <= TARGET_RATIO)
-        );
-        let _ = writeln!(
-            w,
-            "| (1) same without the {ACTIVATION_SECONDS} s activation: (t₈ − 1 s) ÷ (t₁ − 1 s) | {ratio_rest:.2} | | |"
-        );
-        let _ = writeln!(
-            w,
-            "| (1) reference, not flakem: `nixos-rebuild switch` (the stand-in) alone, same arguments, 1 host, median (each run) | {} ({}) | | |",
-            secs(b1),
-            list_s(&walls(&self.bare_one))
-        );
-        let _ = writeln!(
-            w,
-            "| (1) reference: 8 of them started at once, until the last ends, median (each run) | {} ({}) | | |",
-            secs(b8),
-            list_s(&walls(&self.bare_eight))
-        );
-        let _ = writeln!(
-            w,
-            "| (1) reference: **8 ÷ 1 for nixos-rebuild alone** | **{bare_ratio:.2}** | | |"
-        );
-        let _ = writeln!(
-            w,
-            "| (1) flakem's wall time over nixos-rebuild alone's (medians): 1 host / 8 hosts | {:+.2} s / {:+.2} s | | |",
-            t1.as_secs_f64() - b1.as_secs_f64(),
-            t8.as_secs_f64() - b8.as_secs_f64()
-        );
-        let _ = writeln!(
-            w,
-            "| (2) nix evaluations by flakem itself (`+ nix … eval`), 1 host | {} | {TARGET_OWN_EVALUATIONS} | {} |",
-            pick(&e1, |e| e.flakem),
-            yes_no(e1.iter().all(|e| e.flakem == TARGET_OWN_EVALUATIONS))
-        );
-        let _ = writeln!(
-            w,
-            "| (2) nix evaluations by flakem itself (`+ nix … eval`), 8 hosts | {} | {TARGET_OWN_EVALUATIONS} | {} |",
-            pick(&e8, |e| e.flakem),
-            yes_no(e8.iter().all(|e| e.flakem == TARGET_OWN_EVALUATIONS))
-        );
-        let _ = writeln!(
-            w,
-            "| (2) by nixos-rebuild (the stand-in), 1 host: `$ nix … eval` + `$ nix … build <flake>#…` | {} + {} | | |",
-            pick(&e1, |e| e.rebuild_eval),
-            pick(&e1, |e| e.rebuild_build)
-        );
-        let _ = writeln!(
-            w,
-            "| (2) by nixos-rebuild (the stand-in), 8 hosts: `$ nix … eval` + `$ nix … build <flake>#…` | {} + {} | | |",
-            pick(&e8, |e| e.rebuild_eval),
-            pick(&e8, |e| e.rebuild_build)
-        );
-        let _ = writeln!(
-            w,
-            "| (3) `switch-push` 1 host, wall time, median (each run) | {} ({}) | | |",
-            secs(tp),
-            list_s(&walls(&self.plain))
-        );
-        let _ = writeln!(
-            w,
-            "| (3) `switch-push --diff` 1 host, wall time, median (each run) | {} ({}) | | |",
-            secs(td),
-            list_s(&walls(&self.diff))
-        );
-        let _ = writeln!(
-            w,
-            "| (3) what `--diff` adds, 1 host (difference of the medians) | {} ({}) | | |",
-            signed(td.as_secs_f64() - tp.as_secs_f64(), 2, " s"),
-            signed((td.as_secs_f64() / tp.as_secs_f64() - 1.0) * 100.0, 0, " %")
-        );
-        let _ = writeln!(
-            w,
-            "| (3) evaluations, 1 host, plain: flakem's own + nixos-rebuild's | {} + {} | | |",
-            pick(&ep, |e| e.flakem),
-            pick(&ep, Evaluations::rebuild)
-        );
-        let _ = writeln!(
-            w,
-            "| (3) evaluations, 1 host, `--diff`: flakem's own + nixos-rebuild's | {} + {} | | |",
-            pick(&ed, |e| e.flakem),
-            pick(&ed, Evaluations::rebuild)
-        );
-        let _ = writeln!(
-            w,
-            "| (3) `switch-push --diff` 8 hosts, one run: wall time (plain: {}) | {} | | |",
-            secs(t8),
-            secs(self.diff_eight.wall)
-        );
-        let _ = writeln!(
-            w,
-            "| (3) evaluations, 8 hosts, `--diff`: flakem's own + nixos-rebuild's | {} + {} | {TARGET_OWN_EVALUATIONS} (flakem's own) | {} |",
-            ed8.flakem,
-            ed8.rebuild(),
-            yes_no(ed8.flakem == TARGET_OWN_EVALUATIONS)
-        );
-        let _ = writeln!(
-            w,
-            "| (4) completion of `flakem build-there <TAB>`, cold (fresh cache; {} nix evaluation), each call | {} | | |",
-            Completion::evaluations(&c.cold_nix),
-            list_ms(&c.cold)
-        );
-        let _ = writeln!(
-            w,
-            "| (4) completion, cached, median of {} calls | **{:.1} ms** | < {TARGET_CACHED_MS:.0} ms | {} |",
-            c.cached.len(),
-            cached_median,
-            yes_no(cached_median < TARGET_CACHED_MS)
-        );
-        let _ = writeln!(
-            w,
-            "| (4) completion, cached, min / max | {:.1} / {:.1} ms | | |",
-            millis(min(&c.cached)),
-            millis(max(&c.cached))
-        );
-        let _ = writeln!(
-            w,
-            "| (4) nix processes started by {} cached calls | {} | | |\n",
-            c.cached_nix_calls,
-            c.cached_nix.len()
-        );
+        let row =
+            |figure: &str, value: String| [figure.to_owned(), value, String::new(), String::new()];
+        let met = |figure: &str, value: String, target: String, ok: bool| {
+            [figure.to_owned(), value, target, yes_no(ok).to_owned()]
+        };
+        // Wall times: the median, then each run's.
+        let walls_row = |figure: &str, runs: &[Run]| {
+            let walls = walls(runs);
+            let value = format!("{} ({})", secs(median(&walls)), list_s(&walls));
+            row(&format!("{figure}, median (each run)"), value)
+        };
+        let own_evaluations = |figure: &str, es: &[Evaluations]| {
+            let target = TARGET_OWN_EVALUATIONS;
+            met(
+                figure,
+                pick(es, |e| e.flakem),
+                target.to_string(),
+                es.iter().all(|e| e.flakem == target),
+            )
+        };
+        let by_rebuild = |es: &[Evaluations]| {
+            format!(
+                "{} + {}",
+                pick(es, |e| e.rebuild_eval),
+                pick(es, |e| e.rebuild_build)
+            )
+        };
+        let own_and_rebuild = |es: &[Evaluations]| {
+            format!(
+                "{} + {}",
+                pick(es, |e| e.flakem),
+                pick(es, Evaluations::rebuild)
+            )
+        };
+        let rows = [
+            walls_row("(1) `switch-push` to 1 host, wall time", &self.one),
+            walls_row(
+                "(1) `switch-push` to 8 hosts at once, wall time",
+                &self.eight,
+            ),
+            met(
+                "(1) **8 hosts ÷ 1 host** (medians)",
+                format!("**{ratio:.2}**"),
+                format!("≤ {TARGET_RATIO}"),
+                ratio <= TARGET_RATIO,
+            ),
+            row(
+                &format!(
+                    "(1) same without the {ACTIVATION_SECONDS} s activation: (t₈ − 1 s) ÷ (t₁ − 1 s)"
+                ),
+                format!("{ratio_rest:.2}"),
+            ),
+            walls_row(
+                "(1) reference, not flakem: `nixos-rebuild switch` (the stand-in) alone, same arguments, 1 host",
+                &self.bare_one,
+            ),
+            walls_row(
+                "(1) reference: 8 of them started at once, until the last ends",
+                &self.bare_eight,
+            ),
+            row(
+                "(1) reference: **8 ÷ 1 for nixos-rebuild alone**",
+                format!("**{bare_ratio:.2}**"),
+            ),
+            row(
+                "(1) flakem's wall time over nixos-rebuild alone's (medians): 1 host / 8 hosts",
+                format!(
+                    "{:+.2} s / {:+.2} s",
+                    t1.as_secs_f64() - b1.as_secs_f64(),
+                    t8.as_secs_f64() - b8.as_secs_f64()
+                ),
+            ),
+            own_evaluations(
+                "(2) nix evaluations by flakem itself (`+ nix … eval`), 1 host",
+                &e1,
+            ),
+            own_evaluations(
+                "(2) nix evaluations by flakem itself (`+ nix … eval`), 8 hosts",
+                &e8,
+            ),
+            row(
+                "(2) by nixos-rebuild (the stand-in), 1 host: `$ nix … eval` + `$ nix … build <flake>#…`",
+                by_rebuild(&e1),
+            ),
+            row(
+                "(2) by nixos-rebuild (the stand-in), 8 hosts: `$ nix … eval` + `$ nix … build <flake>#…`",
+                by_rebuild(&e8),
+            ),
+            walls_row("(3) `switch-push` 1 host, wall time", &self.plain),
+            walls_row("(3) `switch-push --diff` 1 host, wall time", &self.diff),
+            row(
+                "(3) what `--diff` adds, 1 host (difference of the medians)",
+                format!(
+                    "{} ({})",
+                    signed(td.as_secs_f64() - tp.as_secs_f64(), 2, " s"),
+                    signed((td.as_secs_f64() / tp.as_secs_f64() - 1.0) * 100.0, 0, " %")
+                ),
+            ),
+            row(
+                "(3) evaluations, 1 host, plain: flakem's own + nixos-rebuild's",
+                own_and_rebuild(&ep),
+            ),
+            row(
+                "(3) evaluations, 1 host, `--diff`: flakem's own + nixos-rebuild's",
+                own_and_rebuild(&ed),
+            ),
+            row(
+                &format!(
+                    "(3) `switch-push --diff` 8 hosts, one run: wall time (plain: {})",
+                    secs(t8)
+                ),
+                secs(self.diff_eight.wall),
+            ),
+            met(
+                "(3) evaluations, 8 hosts, `--diff`: flakem's own + nixos-rebuild's",
+                own_and_rebuild(&[ed8]),
+                format!("{TARGET_OWN_EVALUATIONS} (flakem's own)"),
+                ed8.flakem == TARGET_OWN_EVALUATIONS,
+            ),
+            row(
+                &format!(
+                    "(4) completion of `flakem build-there <TAB>`, cold (fresh cache; {} nix evaluation), each call",
+                    Completion::evaluations(&c.cold_nix)
+                ),
+                list_ms(&c.cold),
+            ),
+            met(
+                &format!("(4) completion, cached, median of {} calls", c.cached.len()),
+                format!("**{cached_median:.1} ms**"),
+                format!("< {TARGET_CACHED_MS:.0} ms"),
+                cached_median < TARGET_CACHED_MS,
+            ),
+            row(
+                "(4) completion, cached, min / max",
+                format!(
+                    "{:.1} / {:.1} ms",
+                    millis(min(&c.cached)),
+                    millis(max(&c.cached))
+                ),
+            ),
+            row(
+                &format!(
+                    "(4) nix processes started by {} cached calls",
+                    c.cached_nix_calls
+                ),
+                c.cached_nix.len().to_string(),
+            ),
+        ];
+        write_table(w, ["figure", "value", "target", "met"], rows);
 
         let _ = writeln!(
             w,
@@ -1612,40 +1470,44 @@ impl Report {
              starts it to the line that starts the next. 1 host: median over its runs; 8 hosts: \
              median over every host of every run, and the slowest host's (median over runs).\n"
         );
-        let _ = writeln!(
+        let steps = STEPS.iter().copied().chain([TAIL]).zip(s1.iter().zip(&s8));
+        let mut rows: Vec<[String; 4]> = steps
+            .map(|(label, ((a, _), (b, bw)))| {
+                let [a, b, bw] = [a, b, bw].map(|d| format!("{:.0} ms", millis(*d)));
+                [label.to_owned(), a, b, bw]
+            })
+            .collect();
+        let whole =
+            |label: &str, one: String, eight: String| [label.to_owned(), one, String::new(), eight];
+        rows.extend([
+            whole(
+                "**whole run** (wall time, median)",
+                format!("**{:.0} ms**", millis(t1)),
+                format!("**{:.0} ms**", millis(t8)),
+            ),
+            whole(
+                "CPU time of flakem's process tree on this machine (flakem, stand-in, nix, ssh; median)",
+                format!("{own1:.1} s"),
+                format!("{own8:.1} s"),
+            ),
+            whole(
+                "the same for nixos-rebuild alone (reference; median)",
+                format!("{bare_own1:.1} s"),
+                format!("{bare_own8:.1} s"),
+            ),
+            whole(
+                &format!(
+                    "the machine's busy CPU time during the run, and its share of the {} CPUs (median)",
+                    nproc()
+                ),
+                format!("{cpu1:.1} s, {:.0} %", share1 * 100.0),
+                format!("{cpu8:.1} s, {:.0} %", share8 * 100.0),
+            ),
+        ]);
+        write_table(
             w,
-            "| step | 1 host | 8 hosts, per host | 8 hosts, slowest |\n|---|---|---|---|"
-        );
-        let labels = STEPS.iter().copied().chain([TAIL]);
-        for (label, ((a, _), (b, bw))) in labels.zip(s1.iter().zip(&s8)) {
-            let _ = writeln!(
-                w,
-                "| {label} | {:.0} ms | {:.0} ms | {:.0} ms |",
-                millis(*a),
-                millis(*b),
-                millis(*bw)
-            );
-        }
-        let _ = writeln!(
-            w,
-            "| **whole run** (wall time, median) | **{:.0} ms** | | **{:.0} ms** |",
-            millis(t1),
-            millis(t8)
-        );
-        let _ = writeln!(
-            w,
-            "| CPU time of flakem's process tree on this machine (flakem, stand-in, nix, ssh; median) | {own1:.1} s | | {own8:.1} s |"
-        );
-        let _ = writeln!(
-            w,
-            "| the same for nixos-rebuild alone (reference; median) | {bare_own1:.1} s | | {bare_own8:.1} s |"
-        );
-        let _ = writeln!(
-            w,
-            "| the machine's busy CPU time during the run, and its share of the {} CPUs (median) | {cpu1:.1} s, {:.0} % | | {cpu8:.1} s, {:.0} % |\n",
-            nproc(),
-            share1 * 100.0,
-            share8 * 100.0
+            ["step", "1 host", "8 hosts, per host", "8 hosts, slowest"],
+            rows,
         );
         let _ = writeln!(
             w,
@@ -1661,10 +1523,7 @@ impl Report {
             w,
             "Every nix process of a run (the shim's log, first run of each kind):\n"
         );
-        let _ = writeln!(
-            w,
-            "| run | started by | nix subcommand | processes |\n|---|---|---|---|"
-        );
+        let mut rows = Vec::new();
         for (label, run) in [
             ("1 host", self.one.first()),
             ("8 hosts", self.eight.first()),
@@ -1678,10 +1537,19 @@ impl Report {
                     Who::NixosRebuild => "nixos-rebuild (stand-in)",
                     Who::Other => "other",
                 };
-                let _ = writeln!(w, "| {label} | {who} | `{sub}` | {n} |");
+                rows.push([
+                    label.to_owned(),
+                    who.to_owned(),
+                    format!("`{sub}`"),
+                    n.to_string(),
+                ]);
             }
         }
-        let _ = writeln!(w);
+        write_table(
+            w,
+            ["run", "started by", "nix subcommand", "processes"],
+            rows,
+        );
 
         // The steps (not the wait) that grew most from 1 host to 8.
         let mut grown: Vec<(f64, &str, f64, f64)> = STEPS

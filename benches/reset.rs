@@ -25,20 +25,23 @@
 #[path = "../tests/integration/testbed/mod.rs"]
 mod testbed;
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use common::{Timed, write_table, yes_no};
 use testbed::{Host, Reboot, TestBed};
 
 /// The host every run deploys to (a configuration of the test flake).
@@ -98,11 +101,7 @@ const DEPLOY: &str = "+ nixos-rebuild boot ";
 const NAIVE_NAME: &str = "naive-reset";
 
 fn main() {
-    let reboots = std::env::var("FLAKEM_BENCH_REBOOTS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(REBOOTS);
+    let reboots = common::env_count("FLAKEM_BENCH_REBOOTS", REBOOTS);
     let started = Instant::now();
     let mut bench = Bench::new();
 
@@ -110,7 +109,7 @@ fn main() {
     bench.bed.set_generation(HOST, "a");
     let first = bench.run_flakem(&["switch-push", HOST], &[]);
     assert!(
-        first.status.success(),
+        first.timed.status.success(),
         "switch-push failed:\n{}",
         first.text()
     );
@@ -122,20 +121,8 @@ fn main() {
 
     let host = bench.bed.host(HOST);
     host.set_reboot(Reboot::Down(DOWN));
-    let mut flakem = Vec::new();
-    for i in 0..reboots {
-        bench.bed.set_generation(HOST, ["a", "b"][i % 2]);
-        let reset = bench.flakem_reset();
-        eprintln!("flakem {:2}: {}", i + 1, reset.summary());
-        flakem.push(reset);
-    }
-    let mut naive = Vec::new();
-    for i in 0..reboots {
-        bench.bed.set_generation(HOST, ["a", "b"][i % 2]);
-        let reset = bench.naive_reset();
-        eprintln!("naive  {:2}: {}", i + 1, reset.summary());
-        naive.push(reset);
-    }
+    let flakem = bench.resets(reboots, "flakem", Bench::flakem_reset);
+    let naive = bench.resets(reboots, "naive", Bench::naive_reset);
 
     host.set_reboot(Reboot::SlowShutdown {
         accept_for: SLOW_ACCEPT_FOR,
@@ -159,23 +146,8 @@ fn main() {
     };
     let text = report.markdown();
     println!("{text}");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
-    // The fleet benchmark's section (from its marker on) is kept as it is.
-    let old = fs::read_to_string(&path).unwrap_or_default();
-    let kept = old
-        .find("<!-- fleet benchmark: begin")
-        .map_or("", |i| &old[i..]);
-    let text = if kept.is_empty() {
-        text
-    } else {
-        format!(
-            "{}
-
-{kept}",
-            text.trim_end()
-        )
-    };
-    fs::write(&path, &text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    // The fleet benchmark's section is kept as it is.
+    let path = common::update_benchmarks(|parts| parts.reset = text);
     eprintln!("wrote {} in {:.0?}", path.display(), started.elapsed());
 }
 
@@ -195,37 +167,23 @@ impl Bench {
         let dir = bed.dir().join("bench");
         let tmp = bed.dir().join("t");
         fs::create_dir_all(&tmp).expect("create the runs' TMPDIR");
-        let system_path = std::env::var_os("PATH").unwrap_or_default();
-        let real_ssh = std::env::split_paths(&system_path)
-            .map(|d| d.join("ssh"))
-            .find(|p| p.is_file())
-            .expect("ssh on PATH");
-        let starts = SshStarts::install(&dir, &real_ssh);
-        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        let mut dirs = vec![starts.bin.clone(), fixtures.join("bin-ng")];
-        dirs.extend(std::env::split_paths(&system_path));
-        let path = std::env::join_paths(dirs).expect("PATH");
+        let starts = SshStarts::install(&dir, &common::on_path("ssh"));
+        let path = common::search_path(&[&starts.bin]);
 
         let naive = dir.join(NAIVE_NAME);
-        write_executable(&naive, NAIVE);
+        common::write_executable(&naive, NAIVE);
 
         // The host's own nix-collect-garbage, first on its PATH (also under sudo: the host's
         // sudo keeps PATH): which boot each collection ran on.
         let host = bed.host(HOST);
-        let real_gc = ["/usr/bin", "/bin", "/usr/local/bin"]
-            .iter()
-            .map(|d| Path::new(d).join("nix-collect-garbage"))
-            .find(|p| p.is_file())
-            .expect("nix-collect-garbage");
-        write_executable(
+        common::write_shim(
             &host.dir().join("bin/nix-collect-garbage"),
-            &format!(
-                "#!/bin/sh\n\
-                 # flakem benchmark shim: records the boot each collection runs on.\n\
-                 mkdir -p /var/lib/flakem-bench\n\
-                 cat /proc/sys/kernel/random/boot_id >> /var/lib/flakem-bench/gc-boots\n\
-                 exec {} \"$@\"\n",
-                real_gc.display()
+            "records the boot each collection runs on.",
+            "mkdir -p /var/lib/flakem-bench\n\
+             cat /proc/sys/kernel/random/boot_id >> /var/lib/flakem-bench/gc-boots\n",
+            &common::first_in(
+                "nix-collect-garbage",
+                ["/usr/bin", "/bin", "/usr/local/bin"],
             ),
         );
         let gc_log = host.path("/var/lib/flakem-bench/gc-boots");
@@ -277,51 +235,71 @@ impl Bench {
         command.args(&NIXOS_REBUILD[1..]);
         let run = run_timed(command, &[], host.clone());
         assert!(
-            run.status.success(),
+            run.timed.status.success(),
             "nixos-rebuild failed:\n{}",
             run.text()
         );
         accepted(&host) - before
     }
 
+    /// `count` resets by `reset`, each deploying the other of the generations `a` and `b`.
+    fn resets(&mut self, count: usize, name: &str, reset: fn(&Bench) -> Reset) -> Vec<Reset> {
+        (0..count)
+            .map(|i| {
+                self.bed.set_generation(HOST, ["a", "b"][i % 2]);
+                let reset = reset(self);
+                eprintln!("{name:<6} {:2}: {}", i + 1, reset.summary());
+                reset
+            })
+            .collect()
+    }
+
     fn flakem_reset(&self) -> Reset {
         // Its first step after the deploy: reading the boot id and the profile.
         const AFTER_DEPLOY: &str = "/proc/sys/kernel/random/boot_id && readlink";
-        let host = self.host();
-        let boot_before = host.boot_id();
-        let gcs = self.gc_boots().len();
-        let before = accepted(&host);
-        let watch = Watch::start(host.clone());
-        let run = self.run_flakem(&["switch-push-reset", HOST], &[DEPLOY, AFTER_DEPLOY]);
-        let outage = watch.finish(run.status.success());
-        assert!(run.status.success(), "flakem failed:\n{}", run.text());
-        let after = accepted(&host);
-        Reset::new(
-            &run,
-            outage,
-            before,
-            after,
-            &self.starts,
+        self.reset(
             "flakem",
+            || self.run_flakem(&["switch-push-reset", HOST], &[DEPLOY, AFTER_DEPLOY]),
             |l| l.starts_with("+ ssh ") && l.contains("'readlink -f /run/booted-system"),
-            boot_before,
-            self.gc_boots().get(gcs).cloned(),
         )
     }
 
     fn naive_reset(&self) -> Reset {
+        let mut command = self.command(&self.naive);
+        command.arg(HOST);
+        self.reset(
+            NAIVE_NAME,
+            || run_timed(command, &[DEPLOY, " sudo reboot"], self.host()),
+            |l| l.starts_with("+ ssh ") && l.contains("nix-collect-garbage"),
+        )
+    }
+
+    /// One reset by `deployer` (flakem, or the naive script: the parent of its ssh
+    /// processes), run by `run`, watched; `next_step` finds its step after the wait. flakem
+    /// must succeed; under a slow shutdown the naive script's collection may die with the
+    /// old boot: not an error here.
+    fn reset(
+        &self,
+        deployer: &str,
+        run: impl FnOnce() -> Run,
+        next_step: impl Fn(&str) -> bool,
+    ) -> Reset {
         let host = self.host();
         let boot_before = host.boot_id();
         let gcs = self.gc_boots().len();
         let before = accepted(&host);
         let watch = Watch::start(host.clone());
-        let mut command = self.command(&self.naive);
-        command.arg(HOST);
-        let run = run_timed(command, &[DEPLOY, " sudo reboot"], host.clone());
-        let outage = watch.finish(true);
-        // Under a slow shutdown the collection may die with the old boot: not an error here.
-        if !run.status.success() {
-            eprintln!("naive reset exited with {}", run.status);
+        let run = run();
+        let status = run.timed.status;
+        let may_fail = deployer == NAIVE_NAME;
+        let outage = watch.finish(status.success() || may_fail);
+        assert!(
+            status.success() || may_fail,
+            "{deployer} failed:\n{}",
+            run.text()
+        );
+        if !status.success() {
+            eprintln!("naive reset exited with {status}");
         }
         let after = accepted(&host);
         Reset::new(
@@ -330,8 +308,8 @@ impl Bench {
             before,
             after,
             &self.starts,
-            NAIVE_NAME,
-            |l| l.starts_with("+ ssh ") && l.contains("nix-collect-garbage"),
+            deployer,
+            next_step,
             boot_before,
             self.gc_boots().get(gcs).cloned(),
         )
@@ -341,14 +319,6 @@ impl Bench {
 /// "Accepted publickey" lines in the host's sshd log so far.
 fn accepted(host: &Host) -> usize {
     host.sshd_log().matches("Accepted publickey").count()
-}
-
-fn write_executable(path: &Path, text: &str) {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).expect("create a shim directory");
-    }
-    fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod a shim");
 }
 
 /// One ssh process started on the client, as the shim reported it.
@@ -394,17 +364,15 @@ impl SshStarts {
             .open(&fifo)
             .expect("open the FIFO");
         // One short line per start: atomic on a pipe (under PIPE_BUF), builtins only.
-        write_executable(
+        common::write_shim(
             &bin.join("ssh"),
+            "reports each ssh start, then runs the real ssh.",
             &format!(
-                "#!/bin/sh\n\
-                 # flakem benchmark shim: reports each ssh start, then runs the real ssh.\n\
-                 read -r parent < /proc/$PPID/comm || parent=unknown\n\
-                 printf '%s %.400s\\n' \"$parent\" \"$*\" > {fifo}\n\
-                 exec {ssh} \"$@\"\n",
-                fifo = fifo.display(),
-                ssh = real_ssh.display()
+                "read -r parent < /proc/$PPID/comm || parent=unknown\n\
+                 printf '%s %.400s\\n' \"$parent\" \"$*\" > {}\n",
+                fifo.display()
             ),
+            real_ssh,
         );
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&seen);
@@ -502,11 +470,9 @@ impl Watch {
 }
 
 /// One run of a deployer: its stderr lines as they arrived, and the host's accepted
-/// connections counted when the marked line arrived.
+/// connections counted when the marked lines arrived.
 struct Run {
-    status: ExitStatus,
-    lines: Vec<(Instant, String)>,
-    stdout: String,
+    timed: Timed,
     /// The host's accepted connections when each mark's line arrived.
     accepted_at_marks: Vec<Option<usize>>,
 }
@@ -514,71 +480,38 @@ struct Run {
 impl Run {
     fn text(&self) -> String {
         let mut text = String::new();
-        for (_, line) in &self.lines {
+        for (_, line) in &self.timed.lines {
             let _ = writeln!(text, "{line}");
         }
         text
     }
 
     fn first_line(&self, matching: impl Fn(&str) -> bool) -> Option<Instant> {
-        self.lines
+        self.timed
+            .lines
             .iter()
             .find(|(_, l)| matching(l))
             .map(|(at, _)| *at)
     }
 }
 
-fn run_timed(mut command: Command, marks: &[&'static str], host: Host) -> Run {
+/// `command` run to its end; the host's accepted connections are counted as soon as the
+/// first stderr line containing each of `marks` arrives.
+fn run_timed(command: Command, marks: &[&'static str], host: Host) -> Run {
     let marks = marks.to_vec();
-    let shown = format!("{command:?}");
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {shown}: {e}"));
-    let stderr = child.stderr.take().expect("stderr");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let reader = thread::spawn(move || {
-        let mut lines = Vec::new();
-        let mut accepted_at_marks = vec![None; marks.len()];
-        let mut stderr = BufReader::new(stderr);
-        let mut buffer = Vec::new();
-        while let Ok(1..) = stderr.read_until(b'\n', &mut buffer) {
-            let at = Instant::now();
-            let line = String::from_utf8_lossy(&buffer).trim_end().to_owned();
-            buffer.clear();
-            for (mark, count) in marks.iter().zip(&mut accepted_at_marks) {
-                if count.is_none() && line.contains(mark) {
-                    *count = Some(accepted(&host));
-                }
+    let counts = Arc::new(Mutex::new(vec![None; marks.len()]));
+    let sink = Arc::clone(&counts);
+    let timed = common::run_timed(command, RUN_DEADLINE, move |line| {
+        let mut counts = sink.lock().expect("mark counts");
+        for (mark, count) in marks.iter().zip(counts.iter_mut()) {
+            if count.is_none() && line.contains(mark) {
+                *count = Some(accepted(&host));
             }
-            lines.push((at, line));
         }
-        (lines, accepted_at_marks)
     });
-    let out_reader = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + RUN_DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{shown} still running after {RUN_DEADLINE:?}; killed it");
-        }
-        thread::sleep(Duration::from_millis(2));
-    };
-    let (lines, accepted_at_marks) = reader.join().expect("stderr reader");
-    let stdout = out_reader.join().expect("stdout reader");
+    let accepted_at_marks = counts.lock().expect("mark counts").clone();
     Run {
-        status,
-        lines,
-        stdout,
+        timed,
         accepted_at_marks,
     }
 }
@@ -623,6 +556,7 @@ impl Reset {
         boot_before: String,
         gc_boot: Option<String>,
     ) -> Reset {
+        let lines = &run.timed.lines;
         let reboot_line = run.first_line(|l| l.starts_with("+ ") && l.contains("sudo reboot"));
         let next = run.first_line(next_step);
         let latency = match (outage, next) {
@@ -631,8 +565,8 @@ impl Reset {
         };
         let tries_down = outage.map_or(0, |o| starts.tries(parent, o.down, o.up).len());
         let wait_end = next
-            .or_else(|| run.lines.last().map(|(at, _)| *at))
-            .unwrap_or_else(Instant::now);
+            .or_else(|| lines.last().map(|(at, _)| *at))
+            .unwrap_or(run.timed.ended);
         let wait = reboot_line.map_or_else(Vec::new, |from| starts.tries(parent, from, wait_end));
         let peak = wait
             .iter()
@@ -643,24 +577,23 @@ impl Reset {
             })
             .max()
             .unwrap_or(0);
-        let closed_lines = run
-            .lines
+        let closed_lines = lines
             .iter()
             .filter(|(_, l)| l.contains("does not accept connections yet"))
             .count();
         let printed_gc_boot = run
+            .timed
             .stdout
             .lines()
             .map(str::trim)
             .find(|l| l.len() == 36 && l.chars().filter(|c| *c == '-').count() == 4)
             .map(str::to_owned);
-        let total = run
-            .lines
+        let total = lines
             .first()
-            .zip(run.lines.last())
+            .zip(lines.last())
             .map_or(Duration::ZERO, |((a, _), (b, _))| *b - *a);
         Reset {
-            ok: run.status.success(),
+            ok: run.timed.status.success(),
             latency,
             down_for: outage.map(|o| o.up - o.down),
             accepted_total: after - before,
@@ -729,27 +662,6 @@ fn ms(d: Option<Duration>) -> String {
     })
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
-fn max(values: &[f64]) -> f64 {
-    values.iter().copied().fold(f64::NAN, f64::max)
-}
-
-fn min(values: &[f64]) -> f64 {
-    values.iter().copied().fold(f64::NAN, f64::min)
-}
-
 /// Median, min and max of a per-reset figure.
 struct Stats {
     median: f64,
@@ -761,9 +673,9 @@ impl Stats {
     fn of(resets: &[Reset], figure: impl Fn(&Reset) -> Option<f64>) -> Stats {
         let values: Vec<f64> = resets.iter().filter_map(figure).collect();
         Stats {
-            median: median(values.clone()),
-            min: min(&values),
-            max: max(&values),
+            median: common::median(&values),
+            min: common::min(&values),
+            max: common::max(&values),
         }
     }
 }
@@ -778,18 +690,6 @@ struct Report {
     took: Duration,
 }
 
-fn shell(command: &str) -> String {
-    Command::new("/bin/sh")
-        .args(["-c", command])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
-}
-
-fn yes_no(ok: bool) -> &'static str {
-    if ok { "yes" } else { "**no**" }
-}
-
 impl Report {
     fn markdown(&self) -> String {
         let latency = |rs: &[Reset]| Stats::of(rs, |r| r.latency.map(|d| d.as_secs_f64() * 1e3));
@@ -802,6 +702,11 @@ impl Report {
         let wait_tries = |rs: &[Reset]| Stats::of(rs, |r| Some(r.tries_wait as f64));
         let down_for = |rs: &[Reset]| Stats::of(rs, |r| r.down_for.map(|d| d.as_secs_f64() * 1e3));
         let took = |rs: &[Reset]| Stats::of(rs, |r| Some(r.total.as_secs_f64()));
+        let gc_on_old = |rs: &[Reset]| {
+            rs.iter()
+                .filter(|r| r.gc_on_old_boot() == Some(true))
+                .count()
+        };
         let (f, n) = (&self.flakem[..], &self.naive[..]);
         let count = |s: &Stats| {
             if s.min == s.max {
@@ -810,11 +715,12 @@ impl Report {
                 format!("{:.0} (median {:.1}, min {:.0})", s.max, s.median, s.min)
             }
         };
-        let millis = |s: &Stats| format!("{:.0} ms", s.median);
         let fl = latency(f);
+        let nl = latency(n);
         let fo = own(f);
         let fpeak = peak(f);
         let frate = down_rate(f);
+        let nrate = down_rate(n);
         let failed = f.iter().chain(n).filter(|r| !r.ok).count();
 
         let mut md = String::new();
@@ -829,29 +735,7 @@ impl Report {
              Figures, not test assertions.\n"
         );
         let _ = writeln!(w, "## Machine and run\n");
-        let _ = writeln!(w, "- date: {}", shell("date -u '+%Y-%m-%d %H:%M UTC'"));
-        let _ = writeln!(
-            w,
-            "- nproc: {}; CPU: {}",
-            shell("nproc"),
-            shell("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'")
-        );
-        let _ = writeln!(
-            w,
-            "- kernel {}; {}; {}",
-            shell("uname -sr"),
-            shell("ssh -V 2>&1"),
-            shell("nix --version")
-        );
-        let _ = writeln!(
-            w,
-            "- flakem at commit {} (built by `cargo bench`, release profile)",
-            shell(concat!(
-                "git -C ",
-                env!("CARGO_MANIFEST_DIR"),
-                " rev-parse --short HEAD 2>/dev/null || echo unknown"
-            ))
-        );
+        common::write_machine(w, &["ssh -V 2>&1", "nix --version"]);
         let _ = writeln!(
             w,
             "- whole benchmark: {:.0} s; failed runs: {failed}\n",
@@ -896,108 +780,109 @@ impl Report {
             "Per reset, over {} reboots per side (max, with median and min when they differ).\n",
             self.reboots
         );
-        let _ = writeln!(
+        // A row: the figure, flakem's and the naive loop's, flakem's target and if it met it.
+        let cells =
+            |figure: &str, flakem: String, naive: String, target: Option<(String, bool)>| {
+                let (target, met) = target.map_or_else(Default::default, |(target, met)| {
+                    (target, yes_no(met).to_owned())
+                });
+                [figure.to_owned(), flakem, naive, target, met]
+            };
+        // The latency's median, max or min (`pick`), and flakem's target for it.
+        let latency_row = |figure: &str, pick: fn(&Stats) -> f64, target: Option<Duration>| {
+            let (flakem, naive) = (pick(&fl), pick(&nl));
+            let target = target.map(|t| {
+                (
+                    format!("< {} ms", t.as_millis()),
+                    flakem < t.as_secs_f64() * 1e3,
+                )
+            });
+            cells(
+                figure,
+                format!("{flakem:.0} ms"),
+                format!("{naive:.0} ms"),
+                target,
+            )
+        };
+        // A count per reset, and flakem's target for its max.
+        let count_row = |figure: &str, stats: &dyn Fn(&[Reset]) -> Stats, target: Option<usize>| {
+            let (flakem, naive) = (stats(f), stats(n));
+            let target = target.map(|t| (format!("≤ {t}"), flakem.max <= t as f64));
+            cells(figure, count(&flakem), count(&naive), target)
+        };
+        let median_row =
+            |figure: &str, show: &dyn Fn(f64) -> String, stats: &dyn Fn(&[Reset]) -> Stats| {
+                cells(figure, show(stats(f).median), show(stats(n).median), None)
+            };
+        let rows = [
+            latency_row(
+                "(a) sshd accepting again → next step, median",
+                |s| s.median,
+                Some(TARGET_MEDIAN),
+            ),
+            latency_row("(a) same, max", |s| s.max, Some(TARGET_MAX)),
+            latency_row("(a) same, min", |s| s.min, None),
+            count_row(
+                "(b) connections accepted by the host per reset",
+                &total,
+                None,
+            ),
+            count_row("(b) of which nixos-rebuild's", &nr, None),
+            count_row(
+                "(b) of which the deployer's own",
+                &own,
+                Some(TARGET_OWN_CONNECTIONS),
+            ),
+            cells(
+                "(b) a bare `nixos-rebuild boot`, same arguments (cross-check)",
+                self.bare.to_string(),
+                self.bare.to_string(),
+                None,
+            ),
+            count_row("(c) ssh tries while the host was down", &down_tries, None),
+            cells(
+                "(c) ssh tries per second while down (tries ÷ time down)",
+                format!("{:.1}", frate.max),
+                format!("{:.1} (median {:.1})", nrate.max, nrate.median),
+                Some((
+                    format!("≤ {TARGET_TRIES_PER_SECOND}"),
+                    frate.max <= TARGET_TRIES_PER_SECOND as f64,
+                )),
+            ),
+            count_row(
+                "(c) most ssh tries in any 1 s of the wait",
+                &peak,
+                Some(TARGET_TRIES_PER_SECOND),
+            ),
+            count_row(
+                "(c) ssh tries in the whole wait (reboot → next step)",
+                &wait_tries,
+                None,
+            ),
+            median_row(
+                "host down (processes gone → port accepting), median",
+                &|ms| format!("{ms:.0} ms"),
+                &down_for,
+            ),
+            median_row(
+                "whole reset (first to last line of stderr), median",
+                &|s| format!("{s:.1} s"),
+                &took,
+            ),
+            cells(
+                "garbage collected on the old boot (runs)",
+                format!("{} of {}", gc_on_old(f), f.len()),
+                format!("{} of {}", gc_on_old(n), n.len()),
+                Some((
+                    "0".to_owned(),
+                    f.iter().all(|r| r.gc_on_old_boot() == Some(false)),
+                )),
+            ),
+        ];
+        write_table(
             w,
-            "| figure | flakem | naive loop | target (flakem) | met |"
-        );
-        let _ = writeln!(w, "|---|---|---|---|---|");
-        let nl = latency(n);
-        let _ = writeln!(
-            w,
-            "| (a) sshd accepting again → next step, median | {:.0} ms | {:.0} ms | < {} ms | {} |",
-            fl.median,
-            nl.median,
-            TARGET_MEDIAN.as_millis(),
-            yes_no(fl.median < TARGET_MEDIAN.as_secs_f64() * 1e3)
-        );
-        let _ = writeln!(
-            w,
-            "| (a) same, max | {:.0} ms | {:.0} ms | < {} ms | {} |",
-            fl.max,
-            nl.max,
-            TARGET_MAX.as_millis(),
-            yes_no(fl.max < TARGET_MAX.as_secs_f64() * 1e3)
-        );
-        let _ = writeln!(
-            w,
-            "| (a) same, min | {:.0} ms | {:.0} ms | | |",
-            fl.min, nl.min
-        );
-        let _ = writeln!(
-            w,
-            "| (b) connections accepted by the host per reset | {} | {} | | |",
-            count(&total(f)),
-            count(&total(n))
-        );
-        let _ = writeln!(
-            w,
-            "| (b) of which nixos-rebuild's | {} | {} | | |",
-            count(&nr(f)),
-            count(&nr(n))
-        );
-        let _ = writeln!(
-            w,
-            "| (b) of which the deployer's own | {} | {} | ≤ {TARGET_OWN_CONNECTIONS} | {} |",
-            count(&fo),
-            count(&own(n)),
-            yes_no(fo.max <= TARGET_OWN_CONNECTIONS as f64)
-        );
-        let _ = writeln!(
-            w,
-            "| (b) a bare `nixos-rebuild boot`, same arguments (cross-check) | {0} | {0} | | |",
-            self.bare
-        );
-        let _ = writeln!(
-            w,
-            "| (c) ssh tries while the host was down | {} | {} | | |",
-            count(&down_tries(f)),
-            count(&down_tries(n))
-        );
-        let _ = writeln!(
-            w,
-            "| (c) ssh tries per second while down (tries ÷ time down) | {:.1} | {:.1} (median {:.1}) | ≤ {TARGET_TRIES_PER_SECOND} | {} |",
-            frate.max,
-            down_rate(n).max,
-            down_rate(n).median,
-            yes_no(frate.max <= TARGET_TRIES_PER_SECOND as f64)
-        );
-        let _ = writeln!(
-            w,
-            "| (c) most ssh tries in any 1 s of the wait | {} | {} | ≤ {TARGET_TRIES_PER_SECOND} | {} |",
-            count(&fpeak),
-            count(&peak(n)),
-            yes_no(fpeak.max <= TARGET_TRIES_PER_SECOND as f64)
-        );
-        let _ = writeln!(
-            w,
-            "| (c) ssh tries in the whole wait (reboot → next step) | {} | {} | | |",
-            count(&wait_tries(f)),
-            count(&wait_tries(n))
-        );
-        let _ = writeln!(
-            w,
-            "| host down (processes gone → port accepting), median | {} | {} | | |",
-            millis(&down_for(f)),
-            millis(&down_for(n))
-        );
-        let _ = writeln!(
-            w,
-            "| whole reset (first to last line of stderr), median | {:.1} s | {:.1} s | | |",
-            took(f).median,
-            took(n).median
-        );
-        let _ = writeln!(
-            w,
-            "| garbage collected on the old boot (runs) | {} of {} | {} of {} | 0 | {} |\n",
-            f.iter()
-                .filter(|r| r.gc_on_old_boot() == Some(true))
-                .count(),
-            f.len(),
-            n.iter()
-                .filter(|r| r.gc_on_old_boot() == Some(true))
-                .count(),
-            n.len(),
-            yes_no(f.iter().all(|r| r.gc_on_old_boot() == Some(false)))
+            ["figure", "flakem", "naive loop", "target (flakem)", "met"],
+            rows,
         );
         let _ = writeln!(
             w,
@@ -1008,52 +893,54 @@ impl Report {
         );
 
         let _ = writeln!(w, "### Slow shutdown\n");
-        let _ = writeln!(
-            w,
-            "| | flakem | naive loop |\n|---|---|---|\n\
-             | boot id before the reboot | `{}` | `{}` |\n\
-             | boot id the collection ran on (host-side shim) | `{}` | `{}` |\n\
-             | boot id printed in the collection's own ssh session | | `{}` |\n\
-             | **collected garbage on the old boot** | **{}** | **{}** |\n\
-             | exit status | {} | {} |\n\
-             | connections accepted (nixos-rebuild's / own) | {} / {} | {} / {} |\n\
-             | ssh tries in the wait, most in any 1 s | {}, {} | {}, {} |\n\
-             | tries, ms after the reboot's `+` line | {} | {} |\n\
-             | shortest gap between two tries; shortest span of three | {} | {} |\n\
-             | host down (sessions ended 2.5 s before) → accepting on the new boot | {} | {} |\n\
-             | sshd accepting on the new boot → next step | {} | {} |\n",
-            self.slow_flakem.boot_before,
-            self.slow_naive.boot_before,
-            self.slow_flakem.gc_boot.as_deref().unwrap_or("none"),
-            self.slow_naive.gc_boot.as_deref().unwrap_or("none"),
-            self.slow_naive
-                .printed_gc_boot
-                .as_deref()
-                .unwrap_or("none (the session died)"),
-            gc_word(&self.slow_flakem),
-            gc_word(&self.slow_naive),
-            if self.slow_flakem.ok { "0" } else { "non-zero" },
-            if self.slow_naive.ok { "0" } else { "non-zero" },
-            opt(self.slow_flakem.accepted_nixos_rebuild),
-            opt(self.slow_flakem.own_connections()),
-            opt(self.slow_naive.accepted_nixos_rebuild),
-            opt(self.slow_naive.own_connections()),
-            self.slow_flakem.tries_wait,
-            self.slow_flakem.peak_tries_per_second,
-            self.slow_naive.tries_wait,
-            self.slow_naive.peak_tries_per_second,
-            offsets(&self.slow_flakem),
-            offsets(&self.slow_naive),
-            spans(&self.slow_flakem),
-            spans(&self.slow_naive),
-            ms(self.slow_flakem.down_for),
-            ms(self.slow_naive.down_for),
-            ms(self.slow_flakem.latency),
-            self.slow_naive.latency.map_or_else(
-                || "none: it had gone on before the host went down".to_owned(),
-                |d| ms(Some(d))
+        let (sf, sn) = (&self.slow_flakem, &self.slow_naive);
+        let row = |figure: &str, of: &dyn Fn(&Reset) -> String| [figure.to_owned(), of(sf), of(sn)];
+        let rows = [
+            row("boot id before the reboot", &|r| {
+                format!("`{}`", r.boot_before)
+            }),
+            row("boot id the collection ran on (host-side shim)", &|r| {
+                format!("`{}`", r.gc_boot.as_deref().unwrap_or("none"))
+            }),
+            [
+                "boot id printed in the collection's own ssh session".to_owned(),
+                String::new(),
+                format!(
+                    "`{}`",
+                    sn.printed_gc_boot
+                        .as_deref()
+                        .unwrap_or("none (the session died)")
+                ),
+            ],
+            row("**collected garbage on the old boot**", &|r| {
+                format!("**{}**", gc_word(r))
+            }),
+            row("exit status", &|r| {
+                if r.ok { "0" } else { "non-zero" }.to_owned()
+            }),
+            row("connections accepted (nixos-rebuild's / own)", &connections),
+            row("ssh tries in the wait, most in any 1 s", &|r| {
+                format!("{}, {}", r.tries_wait, r.peak_tries_per_second)
+            }),
+            row("tries, ms after the reboot's `+` line", &offsets),
+            row(
+                "shortest gap between two tries; shortest span of three",
+                &spans,
             ),
-        );
+            row(
+                "host down (sessions ended 2.5 s before) → accepting on the new boot",
+                &|r| ms(r.down_for),
+            ),
+            [
+                "sshd accepting on the new boot → next step".to_owned(),
+                ms(sf.latency),
+                sn.latency.map_or_else(
+                    || "none: it had gone on before the host went down".to_owned(),
+                    |d| ms(Some(d)),
+                ),
+            ],
+        ];
+        write_table(w, ["", "flakem", "naive loop"], rows);
 
         let nl_peak = peak(n);
         let _ = writeln!(w, "### Reading the figures\n");
@@ -1120,28 +1007,27 @@ impl Report {
         );
 
         let _ = writeln!(w, "### Per reset\n");
-        let _ = writeln!(
-            w,
-            "| # | flakem latency | flakem conn. (n-r / own) | flakem tries down | naive latency | naive conn. (n-r / own) | naive tries down (per s) |"
-        );
-        let _ = writeln!(w, "|---|---|---|---|---|---|---|");
-        for (i, (a, b)) in f.iter().zip(n).enumerate() {
-            let _ = writeln!(
-                w,
-                "| {} | {} | {} / {} | {} | {} | {} / {} | {} ({:.0}) |",
-                i + 1,
+        let rows = f.iter().zip(n).enumerate().map(|(i, (a, b))| {
+            [
+                (i + 1).to_string(),
                 ms(a.latency),
-                opt(a.accepted_nixos_rebuild),
-                opt(a.own_connections()),
-                a.tries_down,
+                connections(a),
+                a.tries_down.to_string(),
                 ms(b.latency),
-                opt(b.accepted_nixos_rebuild),
-                opt(b.own_connections()),
-                b.tries_down,
-                b.tries_per_second_down(),
-            );
-        }
-        let _ = writeln!(w);
+                connections(b),
+                format!("{} ({:.0})", b.tries_down, b.tries_per_second_down()),
+            ]
+        });
+        let header = [
+            "#",
+            "flakem latency",
+            "flakem conn. (n-r / own)",
+            "flakem tries down",
+            "naive latency",
+            "naive conn. (n-r / own)",
+            "naive tries down (per s)",
+        ];
+        write_table(w, header, rows);
 
         let _ = writeln!(w, "{}", METHOD);
         md
@@ -1176,6 +1062,15 @@ fn offsets(reset: &Reset) -> String {
 
 fn opt(n: Option<usize>) -> String {
     n.map_or("?".into(), |n| n.to_string())
+}
+
+/// The connections the host accepted for nixos-rebuild and for the deployer itself.
+fn connections(reset: &Reset) -> String {
+    format!(
+        "{} / {}",
+        opt(reset.accepted_nixos_rebuild),
+        opt(reset.own_connections())
+    )
 }
 
 fn gc_word(reset: &Reset) -> &'static str {
