@@ -101,6 +101,11 @@ const DEPLOY: &str = "+ nixos-rebuild boot ";
 const NAIVE_NAME: &str = "naive-reset";
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` does not, and must not run this.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("reset benchmark: run it with `cargo bench --bench reset`");
+        return;
+    }
     let reboots = common::env_count("FLAKEM_BENCH_REBOOTS", REBOOTS);
     let started = Instant::now();
     let mut bench = Bench::new();
