@@ -13,7 +13,7 @@ use crate::options::DialectChoice;
 use crate::plan::{self, Context};
 use crate::secret::Secret;
 use crate::ssh::Ssh;
-use crate::target::Host;
+use crate::target::{Host, Target};
 
 /// Prints the plan of every host on stdout; starts nothing.
 pub fn print(job: &Job, ssh: &Ssh, home_manager: bool) -> Result<(), Error> {
@@ -33,21 +33,18 @@ pub fn print(job: &Job, ssh: &Ssh, home_manager: bool) -> Result<(), Error> {
     let mut machines = if job.hosts.needs_names() {
         writeln!(
             out,
-            "# hosts: {}, from {}#nixosConfigurations (one nix eval)",
+            "# hosts: {}, from {}#nixosConfigurations (one nix eval); each as <host>:",
             job.hosts, job.flake
         )
         .ok();
-        job.machines(&[String::from("<host>")]).unwrap_or_default()
+        vec![Machine {
+            host: Host::placeholder(),
+            target: (job.command != Command::SshWait).then(Target::placeholder),
+            kind: Kind::Nixos,
+        }]
     } else {
         job.machines(&[])?
     };
-    if machines.is_empty() {
-        machines.push(Machine {
-            host: Host::placeholder(),
-            target: None,
-            kind: Kind::Nixos,
-        });
-    }
     let secret = Secret::of_job(job, &machines)?;
     let several = machines.len() > 1;
     let mut sections = Vec::new();

@@ -136,6 +136,11 @@ impl Host {
 }
 
 impl Target {
+    /// The configuration of a host known only at run time, in a dry run of `@all`.
+    pub fn placeholder() -> Target {
+        Target("<host>".to_owned())
+    }
+
     pub fn parse(word: &str) -> Result<Target, Error> {
         check_name("FLAKE_TARGET", word)?;
         Ok(Target(word.to_owned()))

@@ -562,3 +562,21 @@ fn the_dialect_is_probed_once_per_nixos_rebuild() {
     assert_eq!(calls.len(), 3, "probe, rebuild, rebuild: {calls:?}");
     assert_eq!(calls[2][1], "--fast", "still legacy, from the cache");
 }
+
+#[test]
+fn a_dry_run_of_a_pattern_plans_each_host_as_a_placeholder() {
+    let out =
+        Run::new(Installed::Nothing)
+            .without_system_path()
+            .run(&["-n", "switch-push", "@web*"]);
+    out.status(0);
+    assert!(
+        out.stdout
+            .contains("# hosts: @web*, from .#nixosConfigurations"),
+        "{}",
+        out.stdout
+    );
+    let rebuild = format!("+ nixos-rebuild switch {NG} --target-host '<host>' --flake '.#<host>'");
+    assert!(out.stdout.lines().any(|l| l == rebuild), "{}", out.stdout);
+    assert_eq!(out.stderr, "", "nothing evaluated");
+}
