@@ -59,8 +59,9 @@ pub struct Outcome {
     pub exit_code: Option<u8>,
     pub seconds: f64,
     pub system: Option<String>,
+    /// Why it failed or stopped; with one host and no `--json`, flakem's own result.
     #[serde(skip)]
-    pub message: Option<String>,
+    pub error: Option<Error>,
     #[serde(skip)]
     pub tail: Vec<String>,
 }
@@ -77,39 +78,19 @@ pub enum Verdict {
 /// Runs every part; with one host and no `--json`, its own error is the result.
 /// `eval` evaluates the derivations the plans build by hand, if any do.
 pub fn run(job: &Job, parts: &[Part], eval: Option<&Cmd>) -> Result<(), Error> {
-    if let [part] = parts
-        && !job.json
-    {
-        let mut executor = part.executor();
-        let plan = &part.plan;
-        let evaluated = |executor: &mut Executor| {
-            let drv = derivations(eval, parts, &part.console)?.remove(0);
-            drv.into_iter().for_each(|drv| executor.learn_drv(drv));
-            Ok(())
-        };
-        let result = executor
-            .run(&plan.checks)
-            .and_then(|()| {
-                evaluated(&mut executor).map_err(|error| Failure {
-                    step: "evaluate".into(),
-                    error,
-                })
-            })
-            .and_then(|()| executor.run(&plan.prepare))
-            .and_then(|()| {
-                confirm(job, parts, &[0]).map_err(|error| Failure {
-                    step: "confirm".into(),
-                    error,
-                })
-            })
-            .and_then(|()| executor.run(&plan.steps));
-        executor.finish(plan);
-        return result.map_err(|f| f.error);
-    }
-    let outcomes = run_all(job, parts, eval);
+    let mut outcomes = run_all(job, parts, eval);
     // Hosts that failed a check or were skipped may still hold a control master.
     for part in parts {
         part.executor().finish(&part.plan);
+    }
+    if !job.json
+        && let [one] = outcomes.as_mut_slice()
+    {
+        return match one.error.take() {
+            Some(error) => Err(error),
+            None if signals::interrupted() => Err(Error::Interrupted),
+            None => Ok(()),
+        };
     }
     summarize(job, &outcomes);
     let count = |v| outcomes.iter().filter(|o| o.result == v).count();
@@ -164,6 +145,14 @@ fn confirm(job: &Job, parts: &[Part], ready: &[usize]) -> Result<(), Error> {
 /// (with `--diff`) every host is built and compared before any is activated; within a phase
 /// hosts run `--jobs` at a time, and one failing stops only itself.
 fn run_all(job: &Job, parts: &[Part], eval: Option<&Cmd>) -> Vec<Outcome> {
+    // With one host and no summary, main says why it failed; otherwise the host's own lines do.
+    let say = parts.len() > 1 || job.json;
+    let fail = |part: &Part, outcome: &mut Outcome, failure: Failure| {
+        if say {
+            part.console.say(&failure.error.to_string());
+        }
+        fail(part, outcome, failure);
+    };
     let executors: Vec<Mutex<Executor>> = parts.iter().map(|p| Mutex::new(p.executor())).collect();
     let mut outcomes: Vec<Outcome> = parts.iter().map(|p| outcome(p, None)).collect();
     let everyone: Vec<usize> = (0..parts.len()).collect();
@@ -180,7 +169,12 @@ fn run_all(job: &Job, parts: &[Part], eval: Option<&Cmd>) -> Vec<Outcome> {
         }
         return outcomes;
     }
-    match derivations(eval, parts, &Console::plain()) {
+    let plain = Console::plain();
+    let console = match parts {
+        [one] => &one.console,
+        _ => &plain,
+    };
+    match derivations(eval, parts, console) {
         Ok(drvs) => {
             for (executor, drv) in executors.iter().zip(drvs) {
                 drv.into_iter()
@@ -232,6 +226,7 @@ fn run_all(job: &Job, parts: &[Part], eval: Option<&Cmd>) -> Vec<Outcome> {
                         Err(f) if matches!(f.error, Error::Interrupted) => {
                             outcome.result = Verdict::Interrupted;
                             outcome.step = Some(f.step);
+                            outcome.error = Some(f.error);
                         }
                         Err(failure) => fail(&parts[i], outcome, failure),
                     }
@@ -240,12 +235,14 @@ fn run_all(job: &Job, parts: &[Part], eval: Option<&Cmd>) -> Vec<Outcome> {
         }
         ready.retain(|&i| outcomes[i].result == Verdict::Ok);
         if preparing && let Err(error) = confirm(job, parts, &ready) {
+            let message = error.to_string();
             for &i in &ready {
                 outcomes[i].result = Verdict::Skipped;
                 outcomes[i].step = Some("confirm".into());
-            }
-            if !matches!(error, Error::Declined) {
-                parts[0].console.say(&error.to_string());
+                outcomes[i].error = Some(match error {
+                    Error::Declined => Error::Declined,
+                    _ => Error::Io(message.clone()),
+                });
             }
             return outcomes;
         }
@@ -300,18 +297,17 @@ fn outcome(part: &Part, system: Option<&str>) -> Outcome {
         exit_code: None,
         seconds: 0.0,
         system: system.map(str::to_owned),
-        message: None,
+        error: None,
         tail: Vec::new(),
     }
 }
 
-/// Marks `outcome` failed at `failure`'s step, and says why on the host's console.
+/// Marks `outcome` failed at `failure`'s step.
 fn fail(part: &Part, outcome: &mut Outcome, failure: Failure) {
-    part.console.say(&failure.error.to_string());
     outcome.result = Verdict::Failed;
     outcome.exit_code = Some(failure.error.status());
-    outcome.message = Some(failure.error.to_string());
     outcome.step = Some(failure.step);
+    outcome.error = Some(failure.error);
     outcome.tail = part.console.tail();
 }
 
@@ -349,7 +345,8 @@ fn summarize(job: &Job, outcomes: &[Outcome]) {
         )
         .ok();
         if o.result == Verdict::Failed {
-            for line in o.message.iter().chain(&o.tail) {
+            let message = o.error.as_ref().map(ToString::to_string);
+            for line in message.iter().chain(&o.tail) {
                 writeln!(out, "{:width$}  | {line}", "").ok();
             }
         }
