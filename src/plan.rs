@@ -623,7 +623,11 @@ impl Step {
             // A remote command is named by its program: nix-collect-garbage, ...
             Step::Run(cmd) if cmd.program() == "ssh" => {
                 let script = cmd.argv.last().map(String::as_str).unwrap_or_default();
-                let program = script.split(' ').find(|w| *w != "sudo").unwrap_or("ssh");
+                let words = shell_words::split(script).unwrap_or_default();
+                let program = words
+                    .iter()
+                    .find(|w| *w != "sudo")
+                    .map_or("ssh", String::as_str);
                 program.rsplit('/').next().unwrap_or(program).to_owned()
             }
             Step::Run(cmd) => cmd.program().to_owned(),

@@ -268,3 +268,12 @@ fn nix_sshopts_reach_every_ssh_call() {
         );
     }
 }
+
+#[test]
+fn quoted_remote_programs_are_named_without_their_quotes() {
+    let names: Vec<String> = steps(&["switch-push", "macbook"])
+        .iter()
+        .map(Step::name)
+        .collect();
+    assert_eq!(names, ["build", "nix copy", "nix-env", "activate"]);
+}
