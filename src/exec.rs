@@ -109,7 +109,7 @@ impl<'a> Executor<'a> {
         };
         let mut step = step.clone();
         match &mut step {
-            Step::Run(cmd) | Step::Learn { cmd, .. } => fill(cmd),
+            Step::Run(cmd) | Step::Build(cmd) => fill(cmd),
             Step::Copy { cmd, fallback, .. } => {
                 fill(cmd);
                 fallback.iter_mut().for_each(fill);
@@ -123,7 +123,7 @@ impl<'a> Executor<'a> {
         let console = self.console;
         let step = &self.resolved(step);
         match step {
-            Step::Learn { cmd, value } => {
+            Step::Build(cmd) => {
                 console.trace(cmd);
                 let mut child = command(cmd);
                 self.console.attach(&mut child);
@@ -140,16 +140,11 @@ impl<'a> Executor<'a> {
                 });
                 check(cmd, running.wait()?)?;
                 let line = text.lines().rev().find(|l| !l.trim().is_empty());
-                let line = line.map(|l| l.trim().to_owned());
-                let slot = match value {
-                    Value::Drv => &mut self.learnt.drv,
-                    Value::System => &mut self.learnt.system,
-                };
-                *slot = line;
-                if slot.is_none() {
-                    return Err(Error::Check(format!("`{}` printed nothing", cmd.program())));
+                self.learnt.system = line.map(|l| l.trim().to_owned());
+                match self.learnt.system {
+                    Some(_) => Ok(()),
+                    None => Err(Error::Check(format!("`{}` printed nothing", cmd.program()))),
                 }
-                Ok(())
             }
             Step::Run(cmd) => {
                 console.trace(cmd);

@@ -62,9 +62,9 @@ pub enum Step {
     ReadBootState(Cmd),
     /// Prints the system a deploy left on the host, for the summary.
     ReadSystem(Cmd),
-    /// Prints a value later steps use: the last line of its output becomes `<drv>` or
-    /// `<system>` in their arguments.
-    Learn { cmd: Cmd, value: Value },
+    /// Builds `<drv>`: the last line of its output, the built system's path, becomes
+    /// `<system>` in the later steps' arguments.
+    Build(Cmd),
     /// `nix copy` to `host`; should it fail, `fallback` (another store URL) is tried.
     Copy {
         host: Host,
@@ -276,10 +276,9 @@ fn build(
     // `<drv>` comes from the one evaluation of every host's derivation (`Plan::drv_of`).
     let mut steps = Vec::new();
     let (drv, system) = (Value::Drv.placeholder(), Value::System.placeholder());
-    let realise_here = Step::Learn {
-        cmd: Cmd::new(["nix-store", "--realise", drv].map(str::to_owned).to_vec()),
-        value: Value::System,
-    };
+    let realise_here = Step::Build(Cmd::new(
+        ["nix-store", "--realise", drv].map(str::to_owned).to_vec(),
+    ));
     match hosts {
         Hosts::Local => steps.push(realise_here),
         Hosts::Pull => {
@@ -289,10 +288,7 @@ fn build(
                 host,
                 &[&["nix-store", "--realise", drv]],
             );
-            steps.push(Step::Learn {
-                cmd: realise,
-                value: Value::System,
-            });
+            steps.push(Step::Build(realise));
         }
         Hosts::Push => {
             steps.push(realise_here);
@@ -565,9 +561,7 @@ impl fmt::Display for Step {
                 "+ {cmd}\n# remember <boot-id> and <system>; refuse if it is this machine"
             ),
             Step::ReadSystem(cmd) => write!(f, "+ {cmd}\n# the deployed system, for the summary"),
-            Step::Learn { cmd, value } => {
-                write!(f, "+ {cmd}\n# its last line is {}", value.placeholder())
-            }
+            Step::Build(cmd) => write!(f, "+ {cmd}\n# its last line is <system>"),
             Step::Copy { cmd, fallback, .. } => {
                 write!(f, "+ {cmd}")?;
                 match fallback {
@@ -637,13 +631,7 @@ impl Step {
             Step::CheckHost { .. } => "check".into(),
             Step::ReadBootState(_) => "read boot id".into(),
             Step::ReadSystem(_) => "read system".into(),
-            Step::Learn {
-                value: Value::Drv, ..
-            } => "evaluate".into(),
-            Step::Learn {
-                value: Value::System,
-                ..
-            } => "build".into(),
+            Step::Build(_) => "build".into(),
             Step::Reboot(_) => "reboot".into(),
             Step::CloseMaster { .. } => "close ssh".into(),
             Step::WaitForNewBoot { .. } => "wait for new boot".into(),
