@@ -36,6 +36,8 @@ pub struct Executor<'a> {
     console: &'a Console,
     learnt: Learnt,
     started: Instant,
+    /// Whether `finish` ran: it closes each master once.
+    finished: bool,
 }
 
 /// The step a plan stopped at, and why.
@@ -51,6 +53,7 @@ impl<'a> Executor<'a> {
             console,
             learnt: Learnt::default(),
             started: Instant::now(),
+            finished: false,
         }
     }
 
@@ -70,7 +73,10 @@ impl<'a> Executor<'a> {
     }
 
     /// Closes the control masters a plan may have left open; after Ctrl-C too.
-    pub fn finish(&self, plan: &Plan) {
+    pub fn finish(&mut self, plan: &Plan) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
         for step in &plan.finally {
             if let Step::CloseMaster { socket, cmd } = step
                 && socket.exists()

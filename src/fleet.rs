@@ -79,10 +79,6 @@ pub enum Verdict {
 /// `eval` evaluates the derivations the plans build by hand, if any do.
 pub fn run(job: &Job, parts: &[Part], eval: Option<&Cmd>) -> Result<(), Error> {
     let mut outcomes = run_all(job, parts, eval);
-    // Hosts that failed a check or were skipped may still hold a control master.
-    for part in parts {
-        part.executor().finish(&part.plan);
-    }
     if !job.json
         && let [one] = outcomes.as_mut_slice()
     {
@@ -141,10 +137,29 @@ fn confirm(job: &Job, parts: &[Part], ready: &[usize]) -> Result<(), Error> {
     }
 }
 
+/// Runs the phases, then closes every control master still open (hosts that failed a check,
+/// were skipped or interrupted), all hosts at once and after Ctrl-C too.
+fn run_all(job: &Job, parts: &[Part], eval: Option<&Cmd>) -> Vec<Outcome> {
+    let executors: Vec<Mutex<Executor>> = parts.iter().map(|p| Mutex::new(p.executor())).collect();
+    let outcomes = phases(job, parts, eval, &executors);
+    std::thread::scope(|s| {
+        for (part, executor) in parts.iter().zip(&executors) {
+            s.spawn(move || lock(executor).finish(&part.plan));
+        }
+    });
+    outcomes
+}
+
 /// The phases of a run of several hosts. Every host is checked before any is built, and
 /// (with `--diff`) every host is built and compared before any is activated; within a phase
-/// hosts run `--jobs` at a time, and one failing stops only itself.
-fn run_all(job: &Job, parts: &[Part], eval: Option<&Cmd>) -> Vec<Outcome> {
+/// hosts run `--jobs` at a time, and one failing stops only itself. A host's masters close as
+/// soon as its last phase ends, while other hosts still work.
+fn phases(
+    job: &Job,
+    parts: &[Part],
+    eval: Option<&Cmd>,
+    executors: &[Mutex<Executor>],
+) -> Vec<Outcome> {
     // With one host and no summary, main says why it failed; otherwise the host's own lines do.
     let say = parts.len() > 1 || job.json;
     let fail = |part: &Part, outcome: &mut Outcome, failure: Failure| {
@@ -153,7 +168,6 @@ fn run_all(job: &Job, parts: &[Part], eval: Option<&Cmd>) -> Vec<Outcome> {
         }
         fail(part, outcome, failure);
     };
-    let executors: Vec<Mutex<Executor>> = parts.iter().map(|p| Mutex::new(p.executor())).collect();
     let mut outcomes: Vec<Outcome> = parts.iter().map(|p| outcome(p, None)).collect();
     let everyone: Vec<usize> = (0..parts.len()).collect();
     // Checks: all hosts at once, and nothing is built unless every host passes.
@@ -211,7 +225,11 @@ fn run_all(job: &Job, parts: &[Part], eval: Option<&Cmd>) -> Vec<Outcome> {
         }
         let results = phase(job.parallel(ready.len()), &ready, |i| {
             let started = Instant::now();
-            let result = lock(&executors[i]).run(steps(&parts[i]));
+            let mut executor = lock(&executors[i]);
+            let result = executor.run(steps(&parts[i]));
+            if !preparing {
+                executor.finish(&parts[i].plan);
+            }
             (started.elapsed().as_secs_f64(), result)
         });
         for (i, result) in results.into_iter().enumerate() {
