@@ -5,7 +5,7 @@
 //! fixed at 1 s (`FAKE_NIXOS_REBUILD_ACTIVATION_SECONDS`). Figures, not assertions: it prints
 //! them and rewrites its own section of BENCHMARKS.md (between the `fleet benchmark` marker
 //! comments; the rest of the file is left as it is). Run with `cargo bench --bench fleet`; it
-//! needs root, like the test bed. `FLAKEM_BENCH_RUNS=N` (3 by default) and
+//! needs root, like the test bed. `FLAKEM_BENCH_RUNS=N` (7 by default) and
 //! `FLAKEM_BENCH_COMPLETIONS=N` (20) change the number of runs for a quick try.
 //!
 //! How each figure is measured (BENCHMARKS.md says the same for its readers):
@@ -54,7 +54,7 @@ const HOSTS: [&str; 8] = [
 /// The stand-in's activation time (`FAKE_NIXOS_REBUILD_ACTIVATION_SECONDS`).
 const ACTIVATION_SECONDS: &str = "1";
 /// Runs of each kind, unless `FLAKEM_BENCH_RUNS` says otherwise.
-const RUNS: usize = 3;
+const RUNS: usize = 7;
 /// Cached completion calls, unless `FLAKEM_BENCH_COMPLETIONS` says otherwise.
 const COMPLETIONS: usize = 20;
 /// Cold completion calls (each with a fresh cache).
@@ -455,6 +455,14 @@ impl Bench {
             status.get_or_insert(output.status);
         }
         let wall = start.elapsed();
+        let mut run = Run {
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            status: status.expect("a host"),
+            wall,
+            ..Run::default()
+        };
+        // Before the checks below: their ssh calls are the benchmark's, not nixos-rebuild's.
+        cpu.stop(&mut run);
         assert!(failures.is_empty(), "nixos-rebuild failed:\n{failures}");
         for host in hosts {
             let system = self.bed.host(host).readlink("/run/current-system");
@@ -465,15 +473,6 @@ impl Bench {
                 "{host} runs {system:?}"
             );
         }
-        let mut run = Run {
-            hosts: hosts.iter().map(|h| h.to_string()).collect(),
-            status: status.expect("a host"),
-            wall,
-            ..Run::default()
-        };
-        // Read after the checks above (so their ssh calls count in `cpu_own`), as for the
-        // figures committed so far.
-        cpu.stop(&mut run);
         run
     }
 
@@ -1629,7 +1628,8 @@ impl Report {
              stand-ins, nix, ssh) and the rest in the hosts' sshd sessions, `nix-store \
              --serve`, `nix-env` and sudo. Nearly all of it comes before the activation, so \
              the last host cannot start its wait before ≈ {work8:.1} ÷ {} = {:.2} s: ≈ {:.2} s \
-             in all, against {} measured. The client side alone puts the floor at \
+             in all, against {} measured. The \
+             client side alone puts the floor at \
              {ACTIVATION_SECONDS} s + {own8:.1} ÷ {} = {bound:.2} s, {:.2} × one host{}. The \
              steps themselves are not slow: 8 `nix build`s of the 8 toplevels at once took {} \
              on their own (one `nix build` of all 8: {}); in the table each step's growth is \
@@ -1788,7 +1788,7 @@ As root on Debian 12 with the test bed's packages (`apt-get install -y nix-bin
 openssh-server openssh-client sudo age iproute2 util-linux python3`):
 
 ```
-cargo bench --bench fleet     # about a minute; rewrites this section of BENCHMARKS.md
+cargo bench --bench fleet     # about four minutes; rewrites this section of BENCHMARKS.md
 FLAKEM_BENCH_RUNS=1 FLAKEM_BENCH_COMPLETIONS=5 cargo bench --bench fleet   # a quick try (also rewrites it)
 ```
 "#;
