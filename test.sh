@@ -10,7 +10,9 @@ if [[ $(id -u) != 0 ]]; then
 fi
 
 missing=()
-for need in python3:python3 pkill:procps nix:nix-bin sshd:openssh-server ssh:openssh-client sudo:sudo age:age ip:iproute2 unshare:util-linux script:bsdutils zsh:zsh fish:fish man:man-db; do
+# Debian's python3 by its path: the nixos-rebuild stand-in starts that one when it is there
+# (a python3 earlier on PATH may be a slow shim, such as pyenv's).
+for need in /usr/bin/python3:python3 pkill:procps nix:nix-bin sshd:openssh-server ssh:openssh-client sudo:sudo age:age ip:iproute2 unshare:util-linux script:bsdutils zsh:zsh fish:fish man:man-db; do
   command -v "${need%%:*}" >/dev/null 2>&1 || missing+=("${need#*:}")
 done
 if ((${#missing[@]})); then
