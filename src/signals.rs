@@ -48,14 +48,19 @@ fn own_groups() -> bool {
 fn forward(signal: i32) {
     let children = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
     for &pid in children.iter() {
-        let pid = pid as libc::pid_t;
-        // SAFETY: kill(2) on a pid this process started and has not yet reaped.
-        unsafe {
-            if own_groups() {
-                libc::kill(-pid, signal);
-            }
-            libc::kill(pid, signal);
-        }
+        send(pid, signal);
+    }
+}
+
+/// Sends `signal` to a child: to its whole group when it has one of its own (it leads it, so
+/// it gets it once; twice could end a child's own cleanup before it is done).
+fn send(pid: u32, signal: i32) {
+    let pid = pid as libc::pid_t;
+    let target = if own_groups() { -pid } else { pid };
+    // SAFETY: kill(2) on a pid (or the group it leads) this process started and has not yet
+    // reaped.
+    unsafe {
+        libc::kill(target, signal);
     }
 }
 
@@ -75,8 +80,10 @@ impl Running {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(child.id());
+        // Started as Ctrl-C came: stopped at once. Only this one: the others already got the
+        // signal and may be cleaning up.
         if interrupted() {
-            forward(libc::SIGTERM);
+            send(child.id(), libc::SIGTERM);
         }
         Ok(Running { child })
     }
