@@ -429,6 +429,11 @@ fn ssh_advice(host: &Host, stderr: &str) -> String {
         )
     } else if stderr.contains("Could not resolve") {
         format!("{name} is neither a known host name nor an ssh config alias")
+    } else if stderr.contains("timed out") {
+        format!(
+            "is {name} up, and does nothing drop the connection on the way? (to give it more \
+             time: NIX_SSHOPTS='-o ConnectTimeout=60')"
+        )
     } else {
         format!("is {name} up and reachable? (`flakem ssh-wait {host}` waits for it)")
     }

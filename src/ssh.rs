@@ -27,6 +27,12 @@ pub struct Ssh {
 /// Long enough to bridge flakem's steps, short enough not to linger after it.
 const PERSIST: &str = "ControlPersist=60";
 
+/// How long a connection that starts a shared master (the check before the build) may take
+/// to connect and shake hands: a host whose firewall drops packets would otherwise hold the
+/// check for the system's TCP timeout, about two minutes. It comes after `NIX_SSHOPTS`, so
+/// `-o ConnectTimeout=N` there wins (ssh takes an option's first value).
+const CONNECT_TIMEOUT: &str = "ConnectTimeout=15";
+
 impl Ssh {
     pub fn from_nix_sshopts(value: Option<&str>) -> Result<Ssh, String> {
         let user_options = match value {
@@ -63,6 +69,9 @@ impl Ssh {
             argv.extend(["-o".to_owned(), o.to_owned()]);
         }
         argv.extend(self.user_options.iter().cloned());
+        if !waiting {
+            argv.extend(["-o".to_owned(), CONNECT_TIMEOUT.to_owned()]);
+        }
         argv.extend(["--".to_owned(), host.to_string()]);
         argv.extend(words.iter().cloned());
         Cmd::new(argv)

@@ -269,6 +269,28 @@ fn nix_sshopts_reach_every_ssh_call() {
     }
 }
 
+/// ssh takes an option's first value: the connect timeout of a call that may start a master
+/// comes after `NIX_SSHOPTS`, so the user's own wins; the waits' short one stays flakem's.
+#[test]
+fn the_users_connect_timeout_wins_over_the_checks() {
+    let ssh = Ssh::from_nix_sshopts(Some("-o ConnectTimeout=60")).unwrap();
+    let text = render(Dialect::Ng, &ssh, &["switch-push-reset", "h"]);
+    let check = text.lines().find(|l| l.contains("machine-id")).unwrap();
+    let (user, ours) = (
+        check.find("ConnectTimeout=60").unwrap(),
+        check.find("ConnectTimeout=15").unwrap(),
+    );
+    assert!(user < ours, "{check}");
+    let wait = text
+        .lines()
+        .find(|l| l.contains("ControlMaster=yes"))
+        .unwrap();
+    assert!(
+        wait.find("ConnectTimeout=5").unwrap() < wait.find("ConnectTimeout=60").unwrap(),
+        "{wait}"
+    );
+}
+
 #[test]
 fn quoted_remote_programs_are_named_without_their_quotes() {
     let names: Vec<String> = steps(&["switch-push", "macbook"])

@@ -183,6 +183,28 @@ fn the_checks_catch_problems_before_any_build() {
     run(&bed, &["switch-push", "--no-check", "--dry-run", "web1"]).status(0);
 }
 
+/// A host that takes the connection and never says a word (a firewall that drops, a hung
+/// sshd) fails its check with exit 5 once ssh's connect timeout runs out, instead of holding
+/// the run: without it, ssh would wait for the greeting past this test's deadline.
+#[test]
+fn a_host_that_never_answers_fails_its_check() {
+    let mut bed = TestBed::with_hosts(&["web1"]);
+    bed.add_mute_host("mute");
+    let out = run(&bed, &["switch-push", "web1,mute"]);
+    out.status(5);
+    let said = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("[mute] flakem: mute does not answer ssh: "))
+        .unwrap_or_else(|| panic!("{}", out.stderr));
+    assert!(said.contains("timed out"), "{said}");
+    assert!(
+        said.contains("NIX_SSHOPTS='-o ConnectTimeout=60'"),
+        "{said}"
+    );
+    assert!(!out.stderr.contains("+ nixos-rebuild"), "{}", out.stderr);
+}
+
 #[test]
 fn an_address_deploys_the_configuration_ssh_resolves_to_it() {
     let mut bed = TestBed::with_hosts(&["web1", "web2"]);

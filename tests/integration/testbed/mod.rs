@@ -36,6 +36,8 @@
 //! - [`TestBed::set_generation`], [`TestBed::set_generation_of`]: change or add a
 //!   configuration; [`TestBed::build`], [`TestBed::toplevel`]: its store path.
 //! - [`TestBed::forget_host_keys`]: empty known_hosts with `StrictHostKeyChecking yes`.
+//! - [`TestBed::add_mute_host`]: a configuration whose address takes connections and never
+//!   answers.
 //! - [`Host`]: `ssh`, `run`, `boot_id`, `readlink`, `store_has`, `activations`, `path`,
 //!   `set_reboot`, `stop`, `start`, `add_user`, `trust_in_nix`, `put_first_on_path` (a
 //!   directory of wrappers first on the PATH of its ssh sessions; reboots it), `sshd_log`, ...
@@ -59,7 +61,7 @@ use host::HostState;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -97,6 +99,8 @@ pub struct TestBed {
     client: Arc<Client>,
     generations: BTreeMap<(Kind, String), String>,
     strict_host_keys: bool,
+    /// Aliases whose address takes connections and never answers (`add_mute_host`).
+    mute: Vec<(String, TcpListener)>,
     net: NetLease,
     flake: PathBuf,
     dir: TempDir,
@@ -139,6 +143,7 @@ impl TestBed {
             client,
             generations: BTreeMap::new(),
             strict_host_keys: false,
+            mute: Vec::new(),
             net,
             flake,
             dir,
@@ -208,6 +213,19 @@ impl TestBed {
             Ok(Err(error)) => panic!("{error}"),
             Err(e) => panic!("host {name} did not start: {e}"),
         }
+    }
+
+    /// A configuration `name` whose ssh alias leads to an address of the bed that takes TCP
+    /// connections and never says a word, like a hung sshd or a firewall that swallows the
+    /// greeting. The kernel completes each handshake into the listener's backlog; nothing
+    /// reads or writes. It lasts as long as the bed.
+    pub fn add_mute_host(&mut self, name: &str) {
+        let address = Ipv4Addr::new(127, 0, self.net.octet, 250 - self.mute.len() as u8);
+        let listener = TcpListener::bind((address, 22))
+            .unwrap_or_else(|e| panic!("listen on {address}:22 for {name}: {e}"));
+        self.mute.push((name.to_owned(), listener));
+        self.set_generation(name, "1");
+        self.write_ssh_config();
     }
 
     /// The host named `name`; panics if there is none.
@@ -306,10 +324,18 @@ impl TestBed {
     }
 
     fn write_ssh_config(&self) {
+        let mute = self.mute.iter().map(|(name, listener)| {
+            let address = match listener.local_addr() {
+                Ok(SocketAddr::V4(a)) => *a.ip(),
+                other => panic!("the mute host {name} listens on {other:?}"),
+            };
+            (name.clone(), address)
+        });
         let hosts: Vec<(String, Ipv4Addr)> = self
             .hosts
             .iter()
             .map(|h| (h.name().to_string(), h.address()))
+            .chain(mute)
             .collect();
         self.client
             .write_ssh_config(&hosts, self.net.octet, self.strict_host_keys);
