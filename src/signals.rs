@@ -12,7 +12,9 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
+use signal_hook::iterator::SignalsInfo;
+use signal_hook::iterator::exfiltrator::WithOrigin;
+use signal_hook::low_level::siginfo::Cause;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
@@ -23,11 +25,20 @@ static OWN_GROUPS: OnceLock<bool> = OnceLock::new();
 const GRACE: Duration = Duration::from_secs(10);
 
 pub fn install() -> io::Result<()> {
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM, SIGHUP])?;
     std::thread::spawn(move || {
-        for signal in signals.forever() {
+        for origin in signals.forever() {
             let again = INTERRUPTED.swap(true, Ordering::SeqCst);
-            forward(if again { libc::SIGKILL } else { signal });
+            // One the terminal raised (Ctrl-C, hang-up) reached every child in flakem's group
+            // already; a second one could cut short their own cleanup (nixos-rebuild stopping
+            // its build on the host, closing its ssh masters). One sent by a process (`kill`)
+            // or to children in groups of their own, they hear from flakem.
+            let from_terminal = origin.cause == Cause::Kernel && !own_groups();
+            if again {
+                forward(libc::SIGKILL);
+            } else if !from_terminal {
+                forward(origin.signal);
+            }
             std::thread::spawn(|| {
                 std::thread::sleep(GRACE);
                 forward(libc::SIGKILL);

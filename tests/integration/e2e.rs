@@ -33,6 +33,87 @@ pub fn in_bed(bed: &TestBed, tmp: &Path, program: &Path, args: &[&str]) -> Comma
     cmd
 }
 
+/// flakem on a pseudo-terminal (util-linux `script`), as a person runs it: what the terminal
+/// shows, and keys typed into it. Every read has a deadline.
+pub struct OnTerminal {
+    child: Child,
+    keys: std::process::ChildStdin,
+    output: std::sync::mpsc::Receiver<Vec<u8>>,
+    seen: Vec<u8>,
+}
+
+impl OnTerminal {
+    pub fn start(bed: &TestBed, tmp: &Path, args: &[&str], env: &[(&str, &str)]) -> OnTerminal {
+        let line = std::iter::once(env!("CARGO_BIN_EXE_flakem"))
+            .chain(args.iter().copied())
+            .map(crate::testbed::shell_quote)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut script = in_bed(bed, tmp, Path::new("script"), &["-qec", &line, "/dev/null"]);
+        script
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        let mut child = script.spawn().unwrap();
+        let keys = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let (send, output) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n @ 1..) = stdout.read(&mut buffer) {
+                if send.send(buffer[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        OnTerminal {
+            child,
+            keys,
+            output,
+            seen: Vec::new(),
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.seen).into_owned()
+    }
+
+    /// Reads until the terminal shows `needle`; panics if it ends or takes too long first.
+    pub fn until(&mut self, needle: &str) {
+        let deadline = std::time::Instant::now() + RUN_DEADLINE;
+        while !self.text().contains(needle) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.output.recv_timeout(left) {
+                Ok(bytes) => self.seen.extend(bytes),
+                Err(e) => panic!("no `{needle}` ({e}) in:\n{}", self.text()),
+            }
+        }
+    }
+
+    pub fn type_keys(&mut self, keys: &[u8]) {
+        use std::io::Write;
+        self.keys.write_all(keys).unwrap();
+    }
+
+    /// Its exit status and everything the terminal showed.
+    pub fn finish(mut self) -> (Option<i32>, String) {
+        let deadline = std::time::Instant::now() + RUN_DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.output.recv_timeout(left) {
+                Ok(bytes) => self.seen.extend(bytes),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(e) => {
+                    self.child.kill().ok();
+                    panic!("still running ({e}):\n{}", self.text());
+                }
+            }
+        }
+        let status = self.child.wait().unwrap();
+        (status.code(), self.text())
+    }
+}
+
 pub fn tmp_dir(bed: &TestBed) -> PathBuf {
     let tmp = bed.dir().join("t");
     std::fs::create_dir_all(&tmp).unwrap();
@@ -367,6 +448,26 @@ fn ctrl_c_during_the_wait_leaves_nothing_behind() {
     let (status, seen) = flakem.finish();
     assert_eq!(status, Some(130), "{seen}");
     assert!(seen.contains("flakem: interrupted"));
+    assert_no_leftovers(&tmp, &seen);
+}
+
+/// Ctrl-C typed on a terminal reaches flakem and nixos-rebuild at once (they share the
+/// terminal's process group); flakem must not send nixos-rebuild a second one, which could
+/// cut short its cleanup. The stand-in says each signal it gets.
+#[test]
+fn ctrl_c_on_a_terminal_reaches_nixos_rebuild_once() {
+    let mut bed = TestBed::with_hosts(&["web1"]);
+    deployed_generation(&mut bed, "web1", "interrupted");
+    let tmp = tmp_dir(&bed);
+    let slow = [("FAKE_NIXOS_REBUILD_ACTIVATION_SECONDS", "60")];
+    let mut terminal = OnTerminal::start(&bed, &tmp, &["switch-push", "web1"], &slow);
+    terminal.until("activation takes 60s");
+    terminal.type_keys(b"\x03");
+    let (status, seen) = terminal.finish();
+    assert_eq!(status, Some(130), "{seen}");
+    assert_eq!(seen.matches("interrupted by SIGINT").count(), 1, "{seen}");
+    assert!(!seen.contains("while cleaning up"), "{seen}");
+    assert!(seen.contains("flakem: interrupted"), "{seen}");
     assert_no_leftovers(&tmp, &seen);
 }
 

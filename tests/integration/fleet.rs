@@ -1,10 +1,9 @@
 //! Many hosts at once on the test bed: parallel deploys with one failing, @all and @pattern,
 //! the checks before any build, a build host, Ctrl-C across a fleet.
 
-use std::path::Path;
-use std::process::Stdio;
-
-use crate::e2e::{Started, assert_no_leftovers, deployed_generation, flakem, in_bed, run, tmp_dir};
+use crate::e2e::{
+    OnTerminal, Started, assert_no_leftovers, deployed_generation, flakem, run, tmp_dir,
+};
 use crate::testbed::{Reboot, Sudo, TestBed};
 
 /// Makes the host's activation fail: its activation log's directory is a file now.
@@ -268,42 +267,12 @@ fn confirm_asks_once_on_the_terminal() {
     let system = deployed_generation(&mut bed, "web1", "confirmed");
     let tmp = tmp_dir(&bed);
     let on_a_terminal = |answer: &str| {
-        let line = [
-            env!("CARGO_BIN_EXE_flakem"),
-            "switch-push",
-            "--confirm",
-            "web1",
-        ]
-        .map(crate::testbed::shell_quote)
-        .join(" ");
-        let args = ["-qec", line.as_str(), "/dev/null"];
-        let mut script = in_bed(&bed, &tmp, Path::new("script"), &args);
-        script.stdin(Stdio::piped()).stdout(Stdio::piped());
-        let mut child = script.spawn().unwrap();
+        let mut terminal =
+            OnTerminal::start(&bed, &tmp, &["switch-push", "--confirm", "web1"], &[]);
         // Answer only once asked, as a person would.
-        let mut stdout = child.stdout.take().unwrap();
-        let mut text = Vec::new();
-        let mut byte = [0u8; 1];
-        while !String::from_utf8_lossy(&text).contains("[y/N] ") {
-            use std::io::Read;
-            assert_eq!(
-                stdout.read(&mut byte).unwrap(),
-                1,
-                "no question in {}",
-                String::from_utf8_lossy(&text)
-            );
-            text.push(byte[0]);
-        }
-        use std::io::{Read, Write};
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(answer.as_bytes())
-            .unwrap();
-        stdout.read_to_end(&mut text).unwrap();
-        let status = child.wait().unwrap();
-        (status.code(), String::from_utf8_lossy(&text).into_owned())
+        terminal.until("[y/N] ");
+        terminal.type_keys(answer.as_bytes());
+        terminal.finish()
     };
     let (status, text) = on_a_terminal("n\n");
     assert_eq!(status, Some(1), "{text}");
