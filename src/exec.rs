@@ -29,6 +29,8 @@ struct Learnt {
     system: Option<String>,
     new_boot_id: Option<String>,
     drv: Option<String>,
+    /// Each checked host's /etc/machine-id, as its check printed it.
+    machine_ids: Vec<(Host, String)>,
 }
 
 /// Runs one host's plan, printing through its console.
@@ -91,6 +93,15 @@ impl<'a> Executor<'a> {
                     .ok();
             }
         }
+    }
+
+    /// `host`'s machine id, once its check read it.
+    pub fn machine_id(&self, host: &Host) -> Option<&str> {
+        self.learnt
+            .machine_ids
+            .iter()
+            .find(|(h, _)| h == host)
+            .map(|(_, id)| id.as_str())
     }
 
     /// The system the host runs after the plan, when a step read it.
@@ -211,11 +222,17 @@ impl<'a> Executor<'a> {
             } => {
                 let out = self.captured(cmd)?;
                 let err = String::from_utf8_lossy(&out.stderr);
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                let id = stdout
+                    .lines()
+                    .next()
+                    .map(str::trim)
+                    .filter(|id| !id.is_empty());
+                if let (true, Some(id)) = (out.status.success(), id) {
+                    self.learnt.machine_ids.push((host.clone(), id.to_owned()));
+                }
                 match out.status.code() {
-                    Some(0) if *reboots => {
-                        let id = String::from_utf8_lossy(&out.stdout);
-                        refuse_this_machine(host, id.lines().next())
-                    }
+                    Some(0) if *reboots => refuse_this_machine(host, id),
                     Some(0) => Ok(()),
                     Some(255) => Err(Error::Check(format!(
                         "{host} does not answer ssh: {}; {}",
@@ -408,8 +425,8 @@ fn refuse_this_machine(
     machine_id: Option<&str>,
 ) -> Result<(), Error> {
     let here = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
-    match machine_id.map(str::trim) {
-        Some(id) if !id.is_empty() && id == here.trim() => Err(Error::Check(format!(
+    match machine_id {
+        Some(id) if id == here.trim() => Err(Error::Check(format!(
             "{host} is this machine (same /etc/machine-id): flakem does not reboot the \
              machine it runs on"
         ))),

@@ -171,9 +171,12 @@ fn phases(
     let mut outcomes: Vec<Outcome> = parts.iter().map(|p| outcome(p, None)).collect();
     let everyone: Vec<usize> = (0..parts.len()).collect();
     // Checks: all hosts at once, and nothing is built unless every host passes.
-    let checked = phase(parts.len(), &everyone, |i| {
+    let mut checked = phase(parts.len(), &everyone, |i| {
         lock(&executors[i]).run(&parts[i].plan.checks)
     });
+    if job.command.activates_remotely() {
+        same_machines(parts, executors, &mut checked);
+    }
     if checked.iter().any(|r| matches!(r, Some(Err(_)))) {
         for (i, result) in checked.into_iter().enumerate() {
             match result {
@@ -274,6 +277,37 @@ fn phases(
         }
     }
     outcomes
+}
+
+/// Fails the checks of hosts that turned out to be one machine (the same /etc/machine-id
+/// under two names): two deploys to it at once would race.
+fn same_machines(
+    parts: &[Part],
+    executors: &[Mutex<Executor>],
+    checked: &mut [Option<Result<(), Failure>>],
+) {
+    let ids: Vec<Option<String>> = parts
+        .iter()
+        .zip(executors)
+        .map(|(p, e)| lock(e).machine_id(&p.machine.host).map(str::to_owned))
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        let Some(id) = id else { continue };
+        let twins: Vec<&str> = (0..parts.len())
+            .filter(|&j| j != i && ids[j].as_ref() == Some(id))
+            .map(|j| parts[j].machine.host.as_str())
+            .collect();
+        if !twins.is_empty() {
+            checked[i] = Some(Err(Failure {
+                step: "check".into(),
+                error: Error::Check(format!(
+                    "{} is the same machine as {} (same /etc/machine-id): deploy it once",
+                    parts[i].machine.host,
+                    twins.join(", ")
+                )),
+            }));
+        }
+    }
 }
 
 /// Runs `work` for the hosts `which`, `jobs` at a time; hosts not started before Ctrl-C

@@ -53,6 +53,26 @@ pub struct Machine {
     pub kind: Kind,
 }
 
+/// Refuses a machine named twice: two entries with the same destination or the same
+/// configuration (`web1,root@web1`, or an address that turns out to be web1's) would run
+/// two deploys of it at once.
+pub fn each_once(machines: Vec<Machine>) -> Result<Vec<Machine>, Error> {
+    for (i, m) in machines.iter().enumerate() {
+        let same = |o: &&Machine| o.host == m.host || (m.target.is_some() && o.target == m.target);
+        if let Some(other) = machines[..i].iter().find(same) {
+            let what = match &m.target {
+                Some(target) if other.host != m.host => format!("the configuration {target}"),
+                _ => m.host.to_string(),
+            };
+            return Err(Error::Usage(format!(
+                "DEPLOY_HOST names {what} twice ({} and {}): give each machine once",
+                other.host, m.host
+            )));
+        }
+    }
+    Ok(machines)
+}
+
 /// Who and where flakem runs: the defaults of the local commands.
 pub struct Local {
     /// This machine's short hostname.
@@ -198,7 +218,8 @@ impl Job {
                 };
                 Ok(Machine { host, target, kind })
             })
-            .collect()
+            .collect::<Result<Vec<_>, Error>>()
+            .and_then(each_once)
     }
 
     /// How many hosts run at once: resets roll one at a time unless told otherwise, since

@@ -94,16 +94,26 @@ fn run() -> Result<(), Error> {
     // One evaluation for every host: their targets and kinds, and the names behind @all
     // and @pattern.
     let evaluates = !matches!(job.command, Command::SshWait | Command::SshDeploy);
-    let names = if evaluates || job.hosts.needs_names() {
+    // Hosts named outright are known (and each checked to come once) before anything runs.
+    let named = match job.hosts.needs_names() {
+        true => None,
+        false => Some(job.machines(&[])?),
+    };
+    let names = if evaluates || named.is_none() {
         flake::read_names(&job.flake, &console)?
     } else {
         Names::default()
     };
-    let mut machines = job.machines(&names.nixos)?;
+    let mut machines = match named {
+        Some(machines) => machines,
+        None => job.machines(&names.nixos)?,
+    };
     if evaluates {
         for machine in &mut machines {
             flake::locate(&job, machine, &names, &ssh, &console)?;
         }
+        // An address may have turned out to be a configuration named already.
+        machines = job::each_once(machines)?;
     }
     let secret = Secret::of_job(&job, &machines)?;
     let rebuilds = machines.iter().any(|m| m.kind == Kind::Nixos) && job.command.system_kinds();

@@ -314,6 +314,8 @@ fn bad_input_is_one_line_and_nothing_runs() {
             "nix options go after the host",
         ),
         (&["ssh-wait", "a|b"], "holds the shell character `|`"),
+        (&["switch-push", "web1,web2,web1"], "names web1 twice"),
+        (&["ssh-wait", "a,b,a"], "names a twice"),
         (&["switch-push"], "missing DEPLOY_HOST"),
         (
             &["swich-push", "h"],

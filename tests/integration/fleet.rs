@@ -204,6 +204,40 @@ fn a_host_that_never_answers_fails_its_check() {
     assert!(!out.stderr.contains("+ nixos-rebuild"), "{}", out.stderr);
 }
 
+/// One machine named twice would get two deploys at once: refused before anything runs
+/// when the names say so, and by the checks when only the machine id does.
+#[test]
+fn a_machine_named_twice_is_deployed_once_or_not_at_all() {
+    let mut bed = TestBed::with_hosts(&["web1", "web2"]);
+    let address = bed.host("web1").address().to_string();
+    for list in ["web1,root@web1", &format!("web1,{address}")] {
+        let out = run(&bed, &["switch-push", list]);
+        out.status(2);
+        assert!(
+            out.stderr
+                .contains("flakem: DEPLOY_HOST names the configuration web1 twice"),
+            "{list}: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("+ ssh -o Control"), "{}", out.stderr);
+    }
+    bed.add_alias("twin", "web1");
+    let out = run(&bed, &["switch-push", "web1,web2,twin"]);
+    out.status(5);
+    for (host, twin) in [("web1", "twin"), ("twin", "web1")] {
+        assert!(
+            out.stderr.contains(&format!(
+                "[{host}] flakem: {host} is the same machine as {twin} (same /etc/machine-id)"
+            )),
+            "{}",
+            out.stderr
+        );
+    }
+    assert!(!out.stderr.contains("+ nixos-rebuild"), "{}", out.stderr);
+    // Building only, on each host, races nothing.
+    run(&bed, &["build-there", "web1,twin"]).status(0);
+}
+
 #[test]
 fn an_address_deploys_the_configuration_ssh_resolves_to_it() {
     let mut bed = TestBed::with_hosts(&["web1", "web2"]);

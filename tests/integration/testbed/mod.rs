@@ -37,7 +37,7 @@
 //!   configuration; [`TestBed::build`], [`TestBed::toplevel`]: its store path.
 //! - [`TestBed::forget_host_keys`]: empty known_hosts with `StrictHostKeyChecking yes`.
 //! - [`TestBed::add_mute_host`]: a configuration whose address takes connections and never
-//!   answers.
+//!   answers; [`TestBed::add_alias`]: a configuration that is another host under a new name.
 //! - [`Host`]: `ssh`, `run`, `boot_id`, `readlink`, `store_has`, `activations`, `path`,
 //!   `set_reboot`, `stop`, `start`, `add_user`, `trust_in_nix`, `put_first_on_path` (a
 //!   directory of wrappers first on the PATH of its ssh sessions; reboots it), `sshd_log`, ...
@@ -99,8 +99,10 @@ pub struct TestBed {
     client: Arc<Client>,
     generations: BTreeMap<(Kind, String), String>,
     strict_host_keys: bool,
-    /// Aliases whose address takes connections and never answers (`add_mute_host`).
-    mute: Vec<(String, TcpListener)>,
+    /// ssh aliases besides the hosts' own (`add_alias`, `add_mute_host`).
+    aliases: Vec<(String, Ipv4Addr)>,
+    /// What listens at the mute hosts' addresses.
+    mute: Vec<TcpListener>,
     net: NetLease,
     flake: PathBuf,
     dir: TempDir,
@@ -143,6 +145,7 @@ impl TestBed {
             client,
             generations: BTreeMap::new(),
             strict_host_keys: false,
+            aliases: Vec::new(),
             mute: Vec::new(),
             net,
             flake,
@@ -223,7 +226,19 @@ impl TestBed {
         let address = Ipv4Addr::new(127, 0, self.net.octet, 250 - self.mute.len() as u8);
         let listener = TcpListener::bind((address, 22))
             .unwrap_or_else(|e| panic!("listen on {address}:22 for {name}: {e}"));
-        self.mute.push((name.to_owned(), listener));
+        self.mute.push(listener);
+        self.add_configuration_at(name, address);
+    }
+
+    /// A configuration `name` whose ssh alias leads to the host `host`: one machine under
+    /// two names.
+    pub fn add_alias(&mut self, name: &str, host: &str) {
+        let address = self.host(host).address();
+        self.add_configuration_at(name, address);
+    }
+
+    fn add_configuration_at(&mut self, name: &str, address: Ipv4Addr) {
+        self.aliases.push((name.to_owned(), address));
         self.set_generation(name, "1");
         self.write_ssh_config();
     }
@@ -324,18 +339,11 @@ impl TestBed {
     }
 
     fn write_ssh_config(&self) {
-        let mute = self.mute.iter().map(|(name, listener)| {
-            let address = match listener.local_addr() {
-                Ok(SocketAddr::V4(a)) => *a.ip(),
-                other => panic!("the mute host {name} listens on {other:?}"),
-            };
-            (name.clone(), address)
-        });
         let hosts: Vec<(String, Ipv4Addr)> = self
             .hosts
             .iter()
             .map(|h| (h.name().to_string(), h.address()))
-            .chain(mute)
+            .chain(self.aliases.iter().cloned())
             .collect();
         self.client
             .write_ssh_config(&hosts, self.net.octet, self.strict_host_keys);
