@@ -5,7 +5,7 @@
 //! fixed at 1 s (`FAKE_NIXOS_REBUILD_ACTIVATION_SECONDS`). Figures, not assertions: it prints
 //! them and rewrites its own section of BENCHMARKS.md (between the `fleet benchmark` marker
 //! comments; the rest of the file is left as it is). Run with `cargo bench --bench fleet`; it
-//! needs root, like the test bed. `FLAKEM_BENCH_RUNS=N` (7 by default) and
+//! needs root, like the test bed. `FLAKEM_BENCH_RUNS=N` (11 by default) and
 //! `FLAKEM_BENCH_COMPLETIONS=N` (20) change the number of runs for a quick try.
 //!
 //! How each figure is measured (BENCHMARKS.md says the same for its readers):
@@ -54,7 +54,7 @@ const HOSTS: [&str; 8] = [
 /// The stand-in's activation time (`FAKE_NIXOS_REBUILD_ACTIVATION_SECONDS`).
 const ACTIVATION_SECONDS: &str = "1";
 /// Runs of each kind, unless `FLAKEM_BENCH_RUNS` says otherwise.
-const RUNS: usize = 7;
+const RUNS: usize = 11;
 /// Cached completion calls, unless `FLAKEM_BENCH_COMPLETIONS` says otherwise.
 const COMPLETIONS: usize = 20;
 /// Cold completion calls (each with a fresh cache).
@@ -1788,7 +1788,7 @@ As root on Debian 12 with the test bed's packages (`apt-get install -y nix-bin
 openssh-server openssh-client sudo age iproute2 util-linux python3`):
 
 ```
-cargo bench --bench fleet     # about four minutes; rewrites this section of BENCHMARKS.md
+cargo bench --bench fleet     # about five minutes; rewrites this section of BENCHMARKS.md
 FLAKEM_BENCH_RUNS=1 FLAKEM_BENCH_COMPLETIONS=5 cargo bench --bench fleet   # a quick try (also rewrites it)
 ```
 "#;
