@@ -219,6 +219,7 @@ impl<'a> Executor<'a> {
                 sudo,
                 reboots,
                 cmd,
+                ssh,
             } => {
                 let out = self.captured(cmd)?;
                 let err = String::from_utf8_lossy(&out.stderr);
@@ -235,9 +236,9 @@ impl<'a> Executor<'a> {
                     Some(0) if *reboots => refuse_this_machine(host, id),
                     Some(0) => Ok(()),
                     Some(255) => Err(Error::Check(format!(
-                        "{host} does not answer ssh: {}; {}",
+                        "ssh to {host} failed: {}; {}",
                         last_line(&err),
-                        ssh_advice(host, &err)
+                        ssh.advice(host, &err)
                     ))),
                     _ if *sudo => Err(Error::Check(format!(
                         "sudo on {host} wants a password ({}): allow this login passwordless \
@@ -294,6 +295,7 @@ impl<'a> Executor<'a> {
                 attempt,
                 close,
                 timeout,
+                ssh,
                 ..
             } => {
                 let old = self.learnt.boot_id.clone().unwrap_or_default();
@@ -316,8 +318,9 @@ impl<'a> Executor<'a> {
                         }
                         Some(255) if came_back_wrong(&err) => {
                             return Err(Error::CameBackWrong(format!(
-                                "{host} came back but refuses us: {}",
-                                last_line(&err)
+                                "{host} came back but refuses us: {}; {}",
+                                last_line(&err),
+                                ssh.advice(host, &err)
                             )));
                         }
                         Some(255) => wait.say(last_line(&err)),
@@ -431,28 +434,6 @@ fn refuse_this_machine(
              machine it runs on"
         ))),
         _ => Ok(()),
-    }
-}
-
-/// What to do about the usual reasons ssh fails.
-fn ssh_advice(host: &Host, stderr: &str) -> String {
-    let name = host.without_user();
-    if stderr.contains("Host key verification failed") || stderr.contains("host key") {
-        format!("its host key is not known: check it, then accept it once with `ssh {host} true`")
-    } else if stderr.contains("Permission denied") {
-        format!(
-            "it refused our key: install it with `ssh-copy-id {host}`, or name the key as \
-             IdentityFile for {name} in ~/.ssh/config"
-        )
-    } else if stderr.contains("Could not resolve") {
-        format!("{name} is neither a known host name nor an ssh config alias")
-    } else if stderr.contains("timed out") {
-        format!(
-            "is {name} up, and does nothing drop the connection on the way? (to give it more \
-             time: NIX_SSHOPTS='-o ConnectTimeout=60')"
-        )
-    } else {
-        format!("is {name} up and reachable? (`flakem ssh-wait {host}` waits for it)")
     }
 }
 

@@ -55,6 +55,8 @@ pub enum Step {
         sudo: bool,
         reboots: bool,
         cmd: Cmd,
+        /// For the advice when ssh fails.
+        ssh: Ssh,
     },
     /// Prints the host's boot id, the system its profile points at and its machine id:
     /// `<boot-id>` and `<system>` are remembered, and the machine flakem runs on is never
@@ -89,6 +91,8 @@ pub enum Step {
         socket: PathBuf,
         close: Cmd,
         timeout: Timeout,
+        /// For the advice when the host comes back refusing us.
+        ssh: Ssh,
     },
     /// Prints where `/run/booted-system` and `/run/current-system` lead; both must be
     /// `<system>`.
@@ -446,6 +450,7 @@ fn check_host(ssh: &Ssh, conn: Connection, host: &Host, sudo: bool, reboots: boo
         sudo,
         reboots,
         cmd: ssh.raw(conn, host, &[script.to_owned()]),
+        ssh: ssh.clone(),
     }
 }
 
@@ -503,6 +508,7 @@ fn reset(job: &Job, host: &Host, ssh: &Ssh, sockets: &Sockets) -> Vec<Step> {
             socket: sockets.after.clone(),
             close: ssh.exit_master(&sockets.after, host),
             timeout: job.timeout,
+            ssh: ssh.clone(),
         },
         Step::VerifyBooted(ssh.script(
             after,

@@ -381,6 +381,26 @@ fn a_host_that_refuses_our_key_came_back_wrong() {
     let _ = first;
 }
 
+/// A host back with a new host key (its new system did not keep /etc/ssh) came back wrong:
+/// nothing is collected, and the message says what changed and how to go on.
+#[test]
+fn a_host_back_with_another_host_key_came_back_wrong() {
+    let mut bed = TestBed::with_hosts(&["web1"]);
+    bed.host("web1")
+        .set_reboot(Reboot::NewHostKey(Duration::from_millis(300)));
+    let (_, _, out) = reset(&mut bed, "switch-push-reset", "web1", &[]);
+    out.status(4);
+    let message = out.messages()[0];
+    assert!(
+        message.contains("came back but refuses us")
+            && message.contains("its host key changed: it sent SHA256:")
+            && message.contains("ssh-keygen -R"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("nix-collect-garbage"));
+}
+
 /// A flakem started in the background; killed and reaped if the test fails first.
 pub struct Started {
     child: Child,

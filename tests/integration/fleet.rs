@@ -182,6 +182,37 @@ fn the_checks_catch_problems_before_any_build() {
     run(&bed, &["switch-push", "--no-check", "--dry-run", "web1"]).status(0);
 }
 
+/// A host whose key is not the one known_hosts has (reinstalled with new host keys, or
+/// someone in between) fails its check with the key it sent and how to drop the old one;
+/// doing what the message says lets the next deploy through.
+#[test]
+fn a_changed_host_key_fails_the_check_with_advice_that_works() {
+    let mut bed = TestBed::with_hosts(&["web1"]);
+    bed.record_wrong_host_key("web1");
+    let out = run(&bed, &["switch-push", "web1"]);
+    out.status(5);
+    assert!(!out.stderr.contains("+ nixos-rebuild"), "{}", out.stderr);
+    let said = out.messages()[0];
+    assert!(
+        said.contains("its host key changed: it sent SHA256:"),
+        "{said}"
+    );
+    let command = said
+        .split_once("remove the old one with `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(command, _)| command)
+        .unwrap_or_else(|| panic!("no command to run in: {said}"));
+    let words = shell_words::split(command).unwrap();
+    assert_eq!(words[..2], ["ssh-keygen", "-R"], "{said}");
+    let mut keygen = bed.command(&words[0]);
+    keygen.args(&words[1..]);
+    let removed =
+        crate::testbed::output_with_deadline(&mut keygen, std::time::Duration::from_secs(30));
+    assert!(removed.status.success(), "{command}: {removed:?}");
+    // The bed's ssh config accepts a new key (accept-new), as a first connection does.
+    run(&bed, &["switch-push", "web1"]).status(0);
+}
+
 /// A host that takes the connection and never says a word (a firewall that drops, a hung
 /// sshd) fails its check with exit 5 once ssh's connect timeout runs out, instead of holding
 /// the run: without it, ssh would wait for the greeting past this test's deadline.
@@ -194,7 +225,7 @@ fn a_host_that_never_answers_fails_its_check() {
     let said = out
         .stderr
         .lines()
-        .find(|l| l.starts_with("[mute] flakem: mute does not answer ssh: "))
+        .find(|l| l.starts_with("[mute] flakem: ssh to mute failed: "))
         .unwrap_or_else(|| panic!("{}", out.stderr));
     assert!(said.contains("timed out"), "{said}");
     assert!(

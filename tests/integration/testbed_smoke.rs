@@ -323,6 +323,23 @@ fn refuse_key_comes_back_refusing_the_client_key() {
 }
 
 #[test]
+fn new_host_key_comes_back_with_another_host_key() {
+    let bed = TestBed::with_hosts(&["another-machine"]);
+    let host = bed.host("another-machine");
+    host.set_reboot(Reboot::NewHostKey(millis(300)));
+    request_reboot(&host, "reboot");
+    poll_until(BACK_WITHIN, "sshd accepting again", || {
+        host.is_accepting().then_some(())
+    });
+    let output = host.ssh("true");
+    assert_eq!(output.status.code(), Some(255));
+    assert!(
+        text(&output.stderr).contains("REMOTE HOST IDENTIFICATION HAS CHANGED"),
+        "{output:?}"
+    );
+}
+
+#[test]
 fn slow_shutdown_answers_on_the_old_boot_id_for_a_while() {
     let bed = TestBed::with_hosts(&["bigmachine"]);
     let host = bed.host("bigmachine");

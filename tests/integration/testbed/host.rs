@@ -30,6 +30,8 @@ pub enum Reboot {
     SameBootId(Duration),
     /// Like `Down`, but the client key is no longer authorized, for any user.
     RefuseKey(Duration),
+    /// Like `Down`, but back with a new host key, as a system that did not keep `/etc/ssh`.
+    NewHostKey(Duration),
     /// Sessions end at once, but sshd goes on accepting new connections (on the old boot
     /// id) for `accept_for`; then down for `down` and back as with `Down`.
     SlowShutdown {
@@ -368,15 +370,7 @@ impl HostState {
             install(&scripts.join("power"), &dir.join("bin").join(power));
         }
 
-        let host_key = dir.join("ssh_host_ed25519_key");
-        let mut keygen = Command::new("ssh-keygen");
-        keygen
-            .args(["-q", "-t", "ed25519", "-N", "", "-C"])
-            .arg(format!("flakem-test-host-{name}"))
-            .arg("-f")
-            .arg(&host_key);
-        let output = output_with_deadline(&mut keygen, Duration::from_secs(30));
-        assert!(output.status.success(), "ssh-keygen: {output:?}");
+        generate_host_key(&dir, name);
         write_public(&dir.join("keys/root"), &client.public_key);
 
         let d = dir.display();
@@ -430,6 +424,14 @@ impl HostState {
             fs::read_to_string(self.dir.join("ssh_host_ed25519_key.pub")).expect("host public key");
         let key: Vec<&str> = public.split_whitespace().take(2).collect();
         format!("{} {}\n", self.address, key.join(" "))
+    }
+
+    /// Replaces the host's key with a new one (sshd reads it when it starts).
+    pub(super) fn new_host_key(&self) {
+        for file in ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"] {
+            fs::remove_file(self.dir.join(file)).expect("remove the host key");
+        }
+        generate_host_key(&self.dir, &self.name);
     }
 
     /// Empties every authorized_keys file of the host.
@@ -530,4 +532,16 @@ fn append(path: &Path, text: &str) {
 pub(super) fn set_mode(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}
+
+/// The host's ed25519 key, in its directory.
+fn generate_host_key(dir: &Path, name: &str) {
+    let mut keygen = Command::new("ssh-keygen");
+    keygen
+        .args(["-q", "-t", "ed25519", "-N", "", "-C"])
+        .arg(format!("flakem-test-host-{name}"))
+        .arg("-f")
+        .arg(dir.join("ssh_host_ed25519_key"));
+    let output = output_with_deadline(&mut keygen, Duration::from_secs(30));
+    assert!(output.status.success(), "ssh-keygen: {output:?}");
 }

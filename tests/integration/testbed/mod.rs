@@ -35,15 +35,17 @@
 //!   copy ([`TestBed::flake_dir`], a plain directory).
 //! - [`TestBed::set_generation`], [`TestBed::set_generation_of`]: change or add a
 //!   configuration; [`TestBed::build`], [`TestBed::toplevel`]: its store path.
-//! - [`TestBed::forget_host_keys`]: empty known_hosts with `StrictHostKeyChecking yes`.
+//! - [`TestBed::forget_host_keys`]: empty known_hosts with `StrictHostKeyChecking yes`;
+//!   [`TestBed::record_wrong_host_key`]: known_hosts has another key for a host.
 //! - [`TestBed::add_mute_host`]: a configuration whose address takes connections and never
 //!   answers; [`TestBed::add_alias`]: a configuration that is another host under a new name.
 //! - [`Host`]: `ssh`, `run`, `boot_id`, `readlink`, `store_has`, `activations`, `path`,
 //!   `set_reboot`, `stop`, `start`, `add_user`, `trust_in_nix`, `put_first_on_path` (a
 //!   directory of wrappers first on the PATH of its ssh sessions; reboots it), `sshd_log`, ...
 //! - [`Reboot`]: what a reboot does: `Down(d)`, `Never`, `SameBootId(d)`, `RefuseKey(d)`,
-//!   `SlowShutdown { accept_for, down }`. The host's `reboot` asks its supervisor (a thread
-//!   of the test) through a pipe; the supervisor kills the host's init, waits, boots it again.
+//!   `NewHostKey(d)`, `SlowShutdown { accept_for, down }`. The host's `reboot` asks its
+//!   supervisor (a thread of the test) through a pipe; the supervisor kills the host's init,
+//!   waits, boots it again.
 //! - [`poll_until`], [`output_with_deadline`]: every wait has a deadline.
 //!
 //! Dropping the bed (also on panic) ends every host by pid and removes the directory.
@@ -328,6 +330,27 @@ impl TestBed {
         self.build(&format!(
             "nixosConfigurations.{name}.config.system.build.toplevel"
         ))
+    }
+
+    /// Records another key for `name` in known_hosts, as the client sees a host reinstalled
+    /// with new host keys (or someone in between): ssh refuses it whatever the settings.
+    pub fn record_wrong_host_key(&mut self, name: &str) {
+        let address = self.host(name).address().to_string();
+        let other: Vec<&str> = self.client.public_key.split_whitespace().take(2).collect();
+        let text = fs::read_to_string(&self.client.known_hosts).expect("read known_hosts");
+        let lines: Vec<String> = text
+            .lines()
+            .map(|line| match line.split_once(' ') {
+                Some((who, _)) if who == address => format!("{address} {}", other.join(" ")),
+                _ => line.to_owned(),
+            })
+            .collect();
+        assert_ne!(
+            lines.join("\n"),
+            text.trim_end(),
+            "{name} is in known_hosts"
+        );
+        fs::write(&self.client.known_hosts, lines.join("\n") + "\n").expect("write known_hosts");
     }
 
     /// Empties known_hosts and makes ssh refuse unknown host keys

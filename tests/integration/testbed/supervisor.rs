@@ -234,12 +234,17 @@ impl Machine {
                 self.log("stays down (Reboot::Never)");
                 return Ok(());
             }
-            Reboot::Down(down) | Reboot::SameBootId(down) | Reboot::RefuseKey(down) => down,
+            Reboot::Down(down)
+            | Reboot::SameBootId(down)
+            | Reboot::RefuseKey(down)
+            | Reboot::NewHostKey(down) => down,
             Reboot::SlowShutdown { down, .. } => down,
         };
         self.pause(down, messages)?;
-        if let Reboot::RefuseKey(_) = how {
-            self.state.refuse_keys();
+        match how {
+            Reboot::RefuseKey(_) => self.state.refuse_keys(),
+            Reboot::NewHostKey(_) => self.state.new_host_key(),
+            _ => {}
         }
         let boot = match how {
             Reboot::SameBootId(_) => Boot::Same,
