@@ -151,6 +151,11 @@ impl Ssh {
                 "its host key is not known: check it, then accept it once with `{}`",
                 ssh(&[], &["true"])
             )
+        } else if stderr.contains("Too many authentication failures") {
+            format!(
+                "it gave up after ssh offered too many keys (an agent holding many?): name the \
+                 right one as IdentityFile for {name} in ~/.ssh/config, with IdentitiesOnly yes"
+            )
         } else if stderr.contains("Permission denied") {
             format!(
                 "it refused our key: install it with `ssh-copy-id {host}`, or name the key as \
@@ -303,5 +308,20 @@ Host key verification failed.
             advice(&[], "Host key verification failed.\n"),
             "its host key is not known: check it, then accept it once with `ssh -- root@web1 true`"
         );
+    }
+
+    #[test]
+    fn a_refused_login_gets_the_advice_for_its_cause() {
+        // An agent offering key after key runs into the server's MaxAuthTries.
+        let too_many = "Received disconnect from 127.0.99.7 port 22:2: Too many authentication \
+                        failures\nDisconnected from 127.0.99.7 port 22\n";
+        let said = advice(&[], too_many);
+        assert!(
+            said.starts_with("it gave up after ssh offered too many keys"),
+            "{said}"
+        );
+        let denied = "root@127.0.99.7: Permission denied (publickey,password).\n";
+        let said = advice(&[], denied);
+        assert!(said.starts_with("it refused our key"), "{said}");
     }
 }
