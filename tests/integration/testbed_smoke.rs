@@ -305,37 +305,30 @@ fn same_boot_id_comes_back_unchanged() {
     assert_eq!(web2.run("ls /run/still-here"), "/run/still-here");
 }
 
-#[test]
-fn refuse_key_comes_back_refusing_the_client_key() {
+/// Reboots a host that comes back `how` says, and checks that ssh then fails, saying `why`.
+fn comes_back_refusing_ssh(how: Reboot, why: &str) {
     let bed = TestBed::with_hosts(&["another-machine"]);
     let host = bed.host("another-machine");
-    host.set_reboot(Reboot::RefuseKey(millis(300)));
+    host.set_reboot(how);
     request_reboot(&host, "reboot");
     poll_until(BACK_WITHIN, "sshd accepting again", || {
         host.is_accepting().then_some(())
     });
     let output = host.ssh("true");
     assert_eq!(output.status.code(), Some(255));
-    assert!(
-        text(&output.stderr).contains("Permission denied"),
-        "{output:?}"
-    );
+    assert!(text(&output.stderr).contains(why), "{output:?}");
+}
+
+#[test]
+fn refuse_key_comes_back_refusing_the_client_key() {
+    comes_back_refusing_ssh(Reboot::RefuseKey(millis(300)), "Permission denied");
 }
 
 #[test]
 fn new_host_key_comes_back_with_another_host_key() {
-    let bed = TestBed::with_hosts(&["another-machine"]);
-    let host = bed.host("another-machine");
-    host.set_reboot(Reboot::NewHostKey(millis(300)));
-    request_reboot(&host, "reboot");
-    poll_until(BACK_WITHIN, "sshd accepting again", || {
-        host.is_accepting().then_some(())
-    });
-    let output = host.ssh("true");
-    assert_eq!(output.status.code(), Some(255));
-    assert!(
-        text(&output.stderr).contains("REMOTE HOST IDENTIFICATION HAS CHANGED"),
-        "{output:?}"
+    comes_back_refusing_ssh(
+        Reboot::NewHostKey(millis(300)),
+        "REMOTE HOST IDENTIFICATION HAS CHANGED",
     );
 }
 
