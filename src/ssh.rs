@@ -175,7 +175,7 @@ impl Ssh {
 }
 
 /// What ssh says when a host's key is not the one known_hosts has for it.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 struct ChangedKey<'a> {
     /// The name known_hosts has it under (`[addr]:port` off port 22).
     known_as: &'a str,

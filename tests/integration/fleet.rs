@@ -187,7 +187,7 @@ fn the_checks_catch_problems_before_any_build() {
 /// doing what the message says lets the next deploy through.
 #[test]
 fn a_changed_host_key_fails_the_check_with_advice_that_works() {
-    let mut bed = TestBed::with_hosts(&["web1"]);
+    let bed = TestBed::with_hosts(&["web1"]);
     bed.record_wrong_host_key("web1");
     let out = run(&bed, &["switch-push", "web1"]);
     out.status(5);

@@ -334,7 +334,7 @@ impl TestBed {
 
     /// Records another key for `name` in known_hosts, as the client sees a host reinstalled
     /// with new host keys (or someone in between): ssh refuses it whatever the settings.
-    pub fn record_wrong_host_key(&mut self, name: &str) {
+    pub fn record_wrong_host_key(&self, name: &str) {
         let address = self.host(name).address().to_string();
         let other: Vec<&str> = self.client.public_key.split_whitespace().take(2).collect();
         let text = fs::read_to_string(&self.client.known_hosts).expect("read known_hosts");
