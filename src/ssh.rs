@@ -161,6 +161,13 @@ impl Ssh {
                 "it refused our key: install it with `ssh-copy-id {host}`, or name the key as \
                  IdentityFile for {name} in ~/.ssh/config"
             )
+        } else if stderr.contains("Connection refused") {
+            format!(
+                "{name} refused the connection to its ssh port: is sshd running there (a host \
+                 still booting refuses for a while; `flakem ssh-wait {host}` waits)?"
+            )
+        } else if stderr.contains("No route to host") || stderr.contains("Network is unreachable") {
+            format!("no way to {name} from here: is it on, and is this machine on its network?")
         } else if stderr.contains("Could not resolve") {
             format!("{name} is neither a known host name nor an ssh config alias")
         } else if stderr.contains("timed out") {
@@ -311,7 +318,7 @@ Host key verification failed.
     }
 
     #[test]
-    fn a_refused_login_gets_the_advice_for_its_cause() {
+    fn a_refused_connection_or_login_gets_the_advice_for_its_cause() {
         // An agent offering key after key runs into the server's MaxAuthTries.
         let too_many = "Received disconnect from 127.0.99.7 port 22:2: Too many authentication \
                         failures\nDisconnected from 127.0.99.7 port 22\n";
@@ -320,6 +327,15 @@ Host key verification failed.
             said.starts_with("it gave up after ssh offered too many keys"),
             "{said}"
         );
+        let refused = "ssh: connect to host 127.0.99.7 port 2223: Connection refused\n";
+        let said = advice(&[], refused);
+        assert!(
+            said.starts_with("web1 refused the connection to its ssh port"),
+            "{said}"
+        );
+        let unreachable = "ssh: connect to host 10.9.8.7 port 22: No route to host\n";
+        let said = advice(&[], unreachable);
+        assert!(said.starts_with("no way to web1 from here"), "{said}");
         let denied = "root@127.0.99.7: Permission denied (publickey,password).\n";
         let said = advice(&[], denied);
         assert!(said.starts_with("it refused our key"), "{said}");

@@ -162,6 +162,20 @@ fn the_checks_catch_problems_before_any_build() {
             out.stderr
         );
     }
+    // A host whose sshd is down: refused at once, with exit 5 like the others.
+    bed.host("web2").stop();
+    let out = run(&bed, &["switch-push", "web1,web2"]);
+    out.status(5);
+    assert!(
+        out.stderr
+            .contains("[web2] flakem: ssh to web2 failed: ssh: connect to host")
+            && out
+                .stderr
+                .contains("web2 refused the connection to its ssh port"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("+ nixos-rebuild"), "{}", out.stderr);
     let out = run(&bed, &["switch-push", "web1", "webb1"]);
     out.status(2);
     assert!(
