@@ -18,6 +18,9 @@ static OUTPUT: Mutex<()> = Mutex::new(());
 
 /// How many of a host's last lines the summary shows when it failed.
 const TAIL: usize = 8;
+/// How many of a child's last stderr lines `pump` keeps: ssh's warning about a changed host
+/// key takes 15.
+const STDERR_TAIL: usize = 20;
 
 /// Writes flakem's own results (a plan, a summary) on stdout. A reader that went away
 /// (`| head`) is not an error worth a message.
@@ -151,7 +154,7 @@ impl Console {
     }
 
     /// Copies a child's piped output through this console until it closes; returns the last
-    /// line of its stderr.
+    /// lines of its stderr (at most [`STDERR_TAIL`]), enough for what ssh says when it fails.
     pub fn pump(
         &self,
         stdout: Option<impl Read + Send>,
@@ -168,13 +171,14 @@ impl Console {
     }
 
     fn copy(&self, stream: Stream, from: impl Read) -> String {
-        let mut last = String::new();
+        let mut tail = VecDeque::new();
         for line in BufReader::new(from).lines().map_while(Result::ok) {
             self.line(stream, &line);
-            if !line.trim().is_empty() {
-                last = line;
+            if tail.len() == STDERR_TAIL {
+                tail.pop_front();
             }
+            tail.push_back(line);
         }
-        last
+        Vec::from(tail).join("\n")
     }
 }

@@ -349,6 +349,7 @@ impl<'a> Executor<'a> {
                 resolve,
                 attempt,
                 timeout,
+                ssh,
             } => {
                 let mut wait = Wait::start(self, host, resolve, *timeout)?;
                 console.trace(attempt);
@@ -361,14 +362,22 @@ impl<'a> Executor<'a> {
                     let mut running = spawn(attempt, &mut child)?;
                     let stdout = running.child().stdout.take();
                     let stderr = running.child().stderr.take();
-                    let last = console.pump(stdout, stderr);
+                    let err = console.pump(stdout, stderr);
                     let status = running.wait()?;
                     if signals::interrupted() {
                         return Err(Error::Interrupted);
                     }
                     match status.code() {
-                        Some(255) if last.is_empty() => wait.say("no answer"),
-                        Some(255) => wait.say(&last),
+                        // Waiting does not change a key: say so now, not at the deadline.
+                        Some(255) if came_back_wrong(&err) => {
+                            return Err(Error::CameBackWrong(format!(
+                                "{host} answers but refuses us: {}; {}",
+                                last_line(&err),
+                                ssh.advice(host, &err)
+                            )));
+                        }
+                        Some(255) if err.trim().is_empty() => wait.say("no answer"),
+                        Some(255) => wait.say(last_line(&err)),
                         _ => return check(attempt, status),
                     }
                 }

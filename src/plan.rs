@@ -103,6 +103,8 @@ pub enum Step {
         resolve: Cmd,
         attempt: Cmd,
         timeout: Timeout,
+        /// For the advice when the host refuses us.
+        ssh: Ssh,
     },
     /// The closing line of a reset: host, boot ids, deployed system, time taken.
     Report { host: Host },
@@ -225,6 +227,7 @@ pub fn plan(job: &Job, machine: &Machine, cx: &Context) -> Plan {
             resolve: cx.ssh.resolve(host),
             attempt: cx.ssh.raw(Connection::Fresh, host, &job.rest),
             timeout: job.timeout,
+            ssh: cx.ssh.clone(),
         });
     }
     if job.command.resets() {
@@ -603,6 +606,7 @@ impl fmt::Display for Step {
                 resolve,
                 attempt,
                 timeout,
+                ..
             } => write!(
                 f,
                 "+ {resolve}\n# wait ({timeout}) until ssh reaches {host}, probing its ssh port \

@@ -491,6 +491,23 @@ fn ctrl_c_on_a_terminal_reaches_nixos_rebuild_once() {
     assert_no_leftovers(&tmp, &seen);
 }
 
+/// ssh-wait stops at once, with exit 4 and the advice, on a host that answers with another
+/// host key: waiting would not change it.
+#[test]
+fn ssh_wait_stops_at_once_on_a_host_that_refuses_us() {
+    let bed = TestBed::with_hosts(&["web1"]);
+    bed.record_wrong_host_key("web1");
+    let out = run(&bed, &["ssh-wait", "--timeout", "30s", "web1", "true"]);
+    out.status(4);
+    let message = out.messages()[0];
+    assert!(
+        message.contains("web1 answers but refuses us")
+            && message.contains("its host key changed: it sent SHA256:"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn ssh_wait_for_a_host_that_comes_up_late_and_one_that_never_does() {
     let bed = TestBed::with_hosts(&["web1"]);
