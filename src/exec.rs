@@ -240,6 +240,13 @@ impl<'a> Executor<'a> {
                         last_line(&err),
                         ssh.advice(host, &err)
                     ))),
+                    // The script's last command is sudo: 127 is the shell's "not found".
+                    Some(127) if *sudo => Err(Error::Check(format!(
+                        "there is no sudo on {host} ({}): log in as root (root@{}), or pass \
+                         --no-sudo",
+                        last_line(&err),
+                        host.without_user()
+                    ))),
                     _ if *sudo => Err(Error::Check(format!(
                         "sudo on {host} wants a password ({}): allow this login passwordless \
                          sudo, log in as root (root@{}), or pass --no-sudo",

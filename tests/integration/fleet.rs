@@ -196,6 +196,35 @@ fn the_checks_catch_problems_before_any_build() {
     run(&bed, &["switch-push", "--no-check", "--dry-run", "web1"]).status(0);
 }
 
+/// A login that is not root on a host without sudo (NixOS with `security.sudo.enable =
+/// false`, say) fails its check saying that, not that sudo wants a password.
+#[test]
+fn a_host_without_sudo_fails_the_check_saying_so() {
+    let bed = TestBed::with_hosts(&["web1"]);
+    let web1 = bed.host("web1");
+    web1.add_user("dave", Sudo::NoPassword);
+    // The host's own commands: what its shell says when there is no sudo to run.
+    let dir = bed.dir().join("no-sudo");
+    std::fs::create_dir_all(&dir).unwrap();
+    let sudo = dir.join("sudo");
+    std::fs::write(
+        &sudo,
+        "#!/bin/sh\necho 'bash: line 1: sudo: command not found' >&2\nexit 127\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&sudo, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    web1.put_first_on_path(&dir);
+    let out = run(&bed, &["switch-push", "dave@web1", "web1"]);
+    out.status(5);
+    assert!(
+        out.messages()[0].contains("there is no sudo on dave@web1")
+            && out.messages()[0].contains("pass --no-sudo"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("+ nixos-rebuild"), "{}", out.stderr);
+}
+
 /// A host whose key is not the one known_hosts has (reinstalled with new host keys, or
 /// someone in between) fails its check with the key it sent and how to drop the old one;
 /// doing what the message says lets the next deploy through.
