@@ -330,16 +330,10 @@ fn darwin_switch_push_falls_back_to_ssh_where_ssh_ng_fails() {
     let mut bed = TestBed::with_hosts(&["macbook"]);
     let mac = bed.host("macbook");
     // A remote nix without `nix-daemon --stdio`, so ssh-ng:// cannot work there.
-    let old_nix = bed.dir().join("old-nix");
-    std::fs::create_dir_all(&old_nix).unwrap();
-    let daemon = old_nix.join("nix-daemon");
-    std::fs::write(
-        &daemon,
-        "#!/bin/sh\necho 'nix-daemon: this nix has no --stdio' >&2\nexit 1\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&daemon, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    mac.put_first_on_path(&old_nix);
+    mac.override_command(
+        "nix-daemon",
+        "echo 'nix-daemon: this nix has no --stdio' >&2\nexit 1\n",
+    );
     bed.set_generation_of(Kind::Darwin, "macbook", "fallback");
     let system = bed.build(DARWIN);
     let out = run(&bed, &["switch-push", "macbook"]);

@@ -203,17 +203,11 @@ fn a_host_without_sudo_fails_the_check_saying_so() {
     let bed = TestBed::with_hosts(&["web1"]);
     let web1 = bed.host("web1");
     web1.add_user("dave", Sudo::NoPassword);
-    // The host's own commands: what its shell says when there is no sudo to run.
-    let dir = bed.dir().join("no-sudo");
-    std::fs::create_dir_all(&dir).unwrap();
-    let sudo = dir.join("sudo");
-    std::fs::write(
-        &sudo,
-        "#!/bin/sh\necho 'bash: line 1: sudo: command not found' >&2\nexit 127\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&sudo, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    web1.put_first_on_path(&dir);
+    // What the host's shell says when there is no sudo to run.
+    web1.override_command(
+        "sudo",
+        "echo 'bash: line 1: sudo: command not found' >&2\nexit 127\n",
+    );
     let out = run(&bed, &["switch-push", "dave@web1", "web1"]);
     out.status(5);
     assert!(

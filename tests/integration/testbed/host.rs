@@ -242,6 +242,18 @@ impl Host {
         fs::write(&group, edited).expect("write host's /etc/group");
     }
 
+    /// Makes `name` on the host a `/bin/sh` script with `body`, first on the PATH of its ssh
+    /// sessions: a host whose own `name` is missing or older. Reboots it, as
+    /// [`Host::put_first_on_path`] does.
+    pub fn override_command(&self, name: &str, body: &str) {
+        let dir = self.state.dir.join("overrides");
+        fs::create_dir_all(&dir).expect("create the host's overrides");
+        let script = dir.join(name);
+        fs::write(&script, format!("#!/bin/sh\n{body}")).expect("write the override");
+        set_mode(&script, 0o755);
+        self.put_first_on_path(&dir);
+    }
+
     /// Puts `dir` (seen the same from inside: not one of the host's private paths) first on
     /// the PATH of the host's ssh sessions, before its own `bin`, e.g. for wrappers that log
     /// what runs there. sshd reads its PATH at boot, so the host reboots (a new boot id, `/run`

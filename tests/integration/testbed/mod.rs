@@ -41,7 +41,8 @@
 //!   answers; [`TestBed::add_alias`]: a configuration that is another host under a new name.
 //! - [`Host`]: `ssh`, `run`, `boot_id`, `readlink`, `store_has`, `activations`, `path`,
 //!   `set_reboot`, `stop`, `start`, `add_user`, `trust_in_nix`, `put_first_on_path` (a
-//!   directory of wrappers first on the PATH of its ssh sessions; reboots it), `sshd_log`, ...
+//!   directory of wrappers first on the PATH of its ssh sessions; reboots it),
+//!   `override_command` (one such script), `sshd_log`, ...
 //! - [`Reboot`]: what a reboot does: `Down(d)`, `Never`, `SameBootId(d)`, `RefuseKey(d)`,
 //!   `NewHostKey(d)`, `SlowShutdown { accept_for, down }`. The host's `reboot` asks its
 //!   supervisor (a thread of the test) through a pipe; the supervisor kills the host's init,
