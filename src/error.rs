@@ -25,7 +25,8 @@ pub enum Error {
     /// A wait ran past its deadline.
     #[error("{0}")]
     Timeout(String),
-    /// A host came back wrong: key refused, or it booted another system.
+    /// A host came back wrong or refuses us: key refused, another host key, or it booted
+    /// another system.
     #[error("{0}")]
     CameBackWrong(String),
     /// A check before the build failed.

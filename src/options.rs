@@ -223,8 +223,8 @@ pub fn tree() -> clap::Command {
 }
 
 const EXIT_CODES: &str = "Exit status: 0 success; a failed step's own status; 2 refused invocation; \
-3 a wait ran past its deadline; 4 a host came back wrong; 5 a check failed; 127 a program is \
-missing; 130 interrupted.";
+3 a wait ran past its deadline; 4 a host came back wrong or refuses us; 5 a check failed; 127 a \
+program is missing; 130 interrupted.";
 
 fn subcommand(c: Command) -> clap::Command {
     let mut sub = clap::Command::new(c.name());
