@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::options::Timeout;
 use crate::plan::{Cmd, Plan, Step, Value};
 use crate::signals::{self, Running};
-use crate::ssh;
+use crate::ssh::{self, Ssh};
 use crate::target::Host;
 
 /// How often the ssh port is probed with a plain TCP connect while the host is down.
@@ -324,11 +324,7 @@ impl<'a> Executor<'a> {
                             output(close)?;
                         }
                         Some(255) if came_back_wrong(&err) => {
-                            return Err(Error::CameBackWrong(format!(
-                                "{host} came back but refuses us: {}; {}",
-                                last_line(&err),
-                                ssh.advice(host, &err)
-                            )));
+                            return Err(refuses_us(host, "came back", ssh, &err));
                         }
                         Some(255) => wait.say(last_line(&err)),
                         _ => return check(attempt, out.status),
@@ -377,11 +373,7 @@ impl<'a> Executor<'a> {
                     match status.code() {
                         // Waiting does not change a key: say so now, not at the deadline.
                         Some(255) if came_back_wrong(&err) => {
-                            return Err(Error::CameBackWrong(format!(
-                                "{host} answers but refuses us: {}; {}",
-                                last_line(&err),
-                                ssh.advice(host, &err)
-                            )));
+                            return Err(refuses_us(host, "answers", ssh, &err));
                         }
                         Some(255) if err.trim().is_empty() => wait.say("no answer"),
                         Some(255) => wait.say(last_line(&err)),
@@ -543,6 +535,15 @@ fn probe_address(config: &str) -> Option<SocketAddr> {
 
 fn port_open(address: SocketAddr) -> bool {
     TcpStream::connect_timeout(&address, Duration::from_millis(300)).is_ok()
+}
+
+/// A host that answers but turns us away (`came_back_wrong`): what ssh said, and what to do.
+fn refuses_us(host: &Host, how: &str, ssh: &Ssh, stderr: &str) -> Error {
+    Error::CameBackWrong(format!(
+        "{host} {how} but refuses us: {}; {}",
+        last_line(stderr),
+        ssh.advice(host, stderr)
+    ))
 }
 
 fn came_back_wrong(stderr: &str) -> bool {
