@@ -25,7 +25,7 @@ pub enum Command {
 
 /// Where a command builds and where it activates, relative to `DEPLOY_HOST`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hosts {
+pub enum Placement {
     /// Build and activate on this machine; the host only names the configuration.
     Local,
     /// Build on the host and activate there (`--build-host H --target-host H`).
@@ -108,17 +108,20 @@ impl Command {
             .and_then(Command::from_name)
     }
 
-    /// The `nixos-rebuild` hosts of this command; `None` for `ssh-wait`, which runs no rebuild.
-    pub fn hosts(self) -> Option<Hosts> {
+    /// Where this command builds and activates; `None` for `ssh-wait` and `ssh-deploy`, which
+    /// run no rebuild.
+    pub fn placement(self) -> Option<Placement> {
         match self {
             Command::Build | Command::Switch | Command::HmBuild | Command::HmSwitch => {
-                Some(Hosts::Local)
+                Some(Placement::Local)
             }
             Command::BuildThere
             | Command::SwitchPull
             | Command::SwitchPullReset
-            | Command::HmPull => Some(Hosts::Pull),
-            Command::SwitchPush | Command::SwitchPushReset | Command::HmPush => Some(Hosts::Push),
+            | Command::HmPull => Some(Placement::Pull),
+            Command::SwitchPush | Command::SwitchPushReset | Command::HmPush => {
+                Some(Placement::Push)
+            }
             Command::SshWait | Command::SshDeploy => None,
         }
     }
@@ -133,7 +136,7 @@ impl Command {
 
     /// Local commands act on this machine, so their host may be left out.
     pub fn host_is_optional(self) -> bool {
-        self.hosts() == Some(Hosts::Local)
+        self.placement() == Some(Placement::Local)
     }
 
     /// Only `switch-push` and `switch-pull` take an `ACTION` word.
@@ -148,12 +151,12 @@ impl Command {
 
     /// System deploys that build here and activate elsewhere: they may build on a third host.
     pub fn pushes(self) -> bool {
-        self.hosts() == Some(Hosts::Push) && !self.home()
+        self.placement() == Some(Placement::Push) && !self.home()
     }
 
     /// System deploys that activate on a remote host.
     pub fn activates_remotely(self) -> bool {
-        matches!(self.hosts(), Some(Hosts::Pull | Hosts::Push))
+        matches!(self.placement(), Some(Placement::Pull | Placement::Push))
             && self != Command::BuildThere
             && !self.home()
     }
@@ -165,7 +168,7 @@ impl Command {
 
     /// Commands whose configuration may be NixOS or nix-darwin, read from the flake.
     pub fn system_kinds(self) -> bool {
-        self.hosts().is_some() && !self.home()
+        self.placement().is_some() && !self.home()
     }
 
     /// The action a command runs when the user gives none.

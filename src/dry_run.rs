@@ -9,11 +9,11 @@ use crate::dialect::Dialect;
 use crate::error::Error;
 use crate::flake::{self, Kind};
 use crate::job::{Job, Machine};
+use crate::names::{Host, Target};
 use crate::options::DialectChoice;
 use crate::plan::{self, Context};
 use crate::secret::Secret;
 use crate::ssh::Ssh;
-use crate::target::{Host, Target};
 
 /// Prints the plan of every host on stdout; starts nothing.
 pub fn print(job: &Job, ssh: &Ssh, home_manager: bool) -> Result<(), Error> {

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use crate::console::{Console, Stream};
 use crate::error::Error;
+use crate::names::Host;
 use crate::options::Timeout;
 use crate::plan::{Cmd, Plan, Step, Value};
 use crate::signals::{self, Running};
 use crate::ssh::{self, Ssh};
-use crate::target::Host;
 
 /// How often the ssh port is probed with a plain TCP connect while the host is down.
 const PROBE_EVERY: Duration = Duration::from_millis(100);

@@ -13,10 +13,10 @@ use crate::console::{Console, Stream};
 use crate::error::Error;
 use crate::exec;
 use crate::job::{Job, Machine};
+use crate::names::{Host, Target};
 use crate::plan::Cmd;
 use crate::ssh::{self, Ssh};
 use crate::suggest;
-use crate::target::{Host, Target};
 
 /// The configuration names of a flake.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]

@@ -7,14 +7,14 @@ use crate::commands::{Action, Command};
 use crate::error::Error;
 use crate::flake::Kind;
 use crate::grammar::Invocation;
+use crate::names::{Host, HostList, Target};
 use crate::options::{DialectChoice, GcAge, Settings, Timeout};
-use crate::target::{Host, HostSpec, Target};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Job {
     pub command: Command,
     pub action: Action,
-    pub hosts: HostSpec,
+    pub hosts: HostList,
     /// An explicit `FLAKE_TARGET` (one host only).
     pub target: Option<Target>,
     /// `NIX_OPTIONS`, or `ssh-wait`'s `CMD...`, verbatim.
@@ -127,7 +127,7 @@ impl Job {
             true => format!("{}@{}", local.user, local.host),
             false => local.host.clone(),
         };
-        let hosts = HostSpec::parse(inv.host.as_deref().unwrap_or(&default))?;
+        let hosts = HostList::parse(inv.host.as_deref().unwrap_or(&default))?;
         if command == Command::SshDeploy && !inv.rest.is_empty() {
             return Err(Error::Usage(format!(
                 "ssh-deploy takes SSH_LOGIN [HOSTNAME], not {:?}",

@@ -13,6 +13,7 @@ mod fleet;
 mod grammar;
 mod hosts;
 mod job;
+mod names;
 mod options;
 mod plan;
 mod quote;
@@ -20,7 +21,6 @@ mod secret;
 mod signals;
 mod ssh;
 mod suggest;
-mod target;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

@@ -87,11 +87,11 @@ pub struct SecretOptions {
 pub struct PushOptions {
     /// Build on this host instead of here (nixos-rebuild's --build-host), for small targets
     #[arg(long, value_name = "HOST", value_parser = parse_build_host)]
-    pub build_host: Option<crate::target::Host>,
+    pub build_host: Option<crate::names::Host>,
 }
 
-fn parse_build_host(s: &str) -> Result<crate::target::Host, String> {
-    crate::target::Host::parse(s).map_err(|e| e.to_string())
+fn parse_build_host(s: &str) -> Result<crate::names::Host, String> {
+    crate::names::Host::parse(s).map_err(|e| e.to_string())
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,15 +4,15 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::commands::{Action, Command, Hosts};
+use crate::commands::{Action, Command, Placement};
 use crate::dialect::Dialect;
 use crate::flake::{Kind, nix};
 use crate::job::{Job, Machine};
+use crate::names::{Host, Target};
 use crate::options::Timeout;
 use crate::quote;
 use crate::secret::Secret;
 use crate::ssh::{Connection, Sockets, Ssh};
-use crate::target::{Host, Target};
 
 /// One process: its environment additions and its argument list.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -163,8 +163,9 @@ pub fn plan(job: &Job, machine: &Machine, cx: &Context) -> Plan {
     let before = Connection::Shared(&sockets.before);
     let mut checks = Vec::new();
     let mut steps = Vec::new();
-    let hosts = job.command.hosts();
-    let remote = hosts.is_some_and(|h| h != Hosts::Local) || job.command == Command::SshDeploy;
+    let placement = job.command.placement();
+    let remote =
+        placement.is_some_and(|h| h != Placement::Local) || job.command == Command::SshDeploy;
     if job.check && remote {
         // Home Manager activates as the user; everything else as root.
         let sudo = job.sudo && job.action != Action::Build && machine.kind != Kind::Home;
@@ -177,13 +178,15 @@ pub fn plan(job: &Job, machine: &Machine, cx: &Context) -> Plan {
     }
     let mut prepare = Vec::new();
     let mut drv_of = None;
-    if let (Some(hosts), Some(target)) = (hosts, &machine.target) {
+    if let (Some(placement), Some(target)) = (placement, &machine.target) {
         match machine.kind {
             Kind::Nixos if !job.diff => {
-                steps.push(Step::Run(rebuild(job, hosts, host, target, cx.dialect)));
+                steps.push(Step::Run(rebuild(job, placement, host, target, cx.dialect)));
             }
             Kind::Home
-                if hosts == Hosts::Local && job.action != Action::Build && cx.home_manager =>
+                if placement == Placement::Local
+                    && job.action != Action::Build
+                    && cx.home_manager =>
             {
                 let mut argv = ["home-manager", "switch", "--flake"]
                     .map(str::to_owned)
@@ -193,19 +196,19 @@ pub fn plan(job: &Job, machine: &Machine, cx: &Context) -> Plan {
                 steps.push(Step::Run(Cmd::new(argv)));
             }
             kind => {
-                let built = build(job, kind, hosts, host, target, cx, &sockets);
+                let built = build(job, kind, placement, host, target, cx, &sockets);
                 // Everything but a local `build` (one `nix build`) builds `<drv>`.
-                if hosts != Hosts::Local || job.action != Action::Build {
+                if placement != Placement::Local || job.action != Action::Build {
                     drv_of = Some(kind.attribute(target));
                 }
-                let activation = activation(job, kind, hosts, host, cx, &sockets);
+                let activation = activation(job, kind, placement, host, cx, &sockets);
                 if job.diff {
                     prepare = built;
                     prepare.push(diff(host, cx, &sockets));
                 } else {
                     steps.extend(built);
                 }
-                if kind == Kind::Home && hosts == Hosts::Local && !activation.is_empty() {
+                if kind == Kind::Home && placement == Placement::Local && !activation.is_empty() {
                     steps.push(Step::Note(
                         "home-manager is not installed; running the activation package's \
                          activate directly"
@@ -233,7 +236,7 @@ pub fn plan(job: &Job, machine: &Machine, cx: &Context) -> Plan {
     if job.command.resets() {
         steps.extend(reset(job, host, cx.ssh, &sockets));
     } else if cx.summary
-        && hosts.is_some_and(|h| h != Hosts::Local)
+        && placement.is_some_and(|h| h != Placement::Local)
         && let Some(link) = deployed_link(job.action)
     {
         let read = cx.ssh.script(before, host, &[&["readlink", "-f", link]]);
@@ -268,14 +271,14 @@ pub fn plan(job: &Job, machine: &Machine, cx: &Context) -> Plan {
 fn build(
     job: &Job,
     kind: Kind,
-    hosts: Hosts,
+    placement: Placement,
     host: &Host,
     target: &Target,
     cx: &Context,
     sockets: &Sockets,
 ) -> Vec<Step> {
     let attribute = format!("{}#{}", job.flake, kind.attribute(target));
-    if hosts == Hosts::Local && job.action == Action::Build {
+    if placement == Placement::Local && job.action == Action::Build {
         let mut argv = nix(&["build", &attribute]);
         argv.extend(job.rest.iter().cloned());
         return vec![Step::Run(Cmd::new(argv))];
@@ -286,9 +289,9 @@ fn build(
     let realise_here = Step::Build(Cmd::new(
         ["nix-store", "--realise", drv].map(str::to_owned).to_vec(),
     ));
-    match hosts {
-        Hosts::Local => steps.push(realise_here),
-        Hosts::Pull => {
+    match placement {
+        Placement::Local => steps.push(realise_here),
+        Placement::Pull => {
             steps.push(copy(kind, host, cx, sockets, &["--derivation", drv]));
             let realise = cx.ssh.script(
                 Connection::Shared(&sockets.before),
@@ -297,7 +300,7 @@ fn build(
             );
             steps.push(Step::Build(realise));
         }
-        Hosts::Push => {
+        Placement::Push => {
             steps.push(realise_here);
             steps.push(copy(kind, host, cx, sockets, &[system]));
         }
@@ -358,7 +361,7 @@ fn diff(host: &Host, cx: &Context, sockets: &Sockets) -> Step {
 fn activation(
     job: &Job,
     kind: Kind,
-    hosts: Hosts,
+    placement: Placement,
     host: &Host,
     cx: &Context,
     sockets: &Sockets,
@@ -395,8 +398,8 @@ fn activation(
     commands.push([sudo, &[activate.as_str()], args].concat());
     commands
         .into_iter()
-        .map(|words| match hosts {
-            Hosts::Local => Step::Run(Cmd::new(words.into_iter().map(str::to_owned).collect())),
+        .map(|words| match placement {
+            Placement::Local => Step::Run(Cmd::new(words.into_iter().map(str::to_owned).collect())),
             _ => Step::Run(
                 cx.ssh
                     .script(Connection::Shared(&sockets.before), host, &[&words]),
@@ -458,18 +461,18 @@ fn check_host(ssh: &Ssh, conn: Connection, host: &Host, sudo: bool, reboots: boo
 }
 
 /// `nixos-rebuild ACTION <house flags> [--build-host H] [--target-host H] --flake F#T ...`.
-fn rebuild(job: &Job, hosts: Hosts, host: &Host, target: &Target, dialect: Dialect) -> Cmd {
+fn rebuild(job: &Job, placement: Placement, host: &Host, target: &Target, dialect: Dialect) -> Cmd {
     let mut argv = vec!["nixos-rebuild".to_owned(), job.action.name().to_owned()];
     argv.extend(dialect.house_flags(job.sudo).into_iter().map(str::to_owned));
-    let builder = match hosts {
-        Hosts::Pull => Some(host),
-        Hosts::Push => job.build_host.as_ref(),
-        Hosts::Local => None,
+    let builder = match placement {
+        Placement::Pull => Some(host),
+        Placement::Push => job.build_host.as_ref(),
+        Placement::Local => None,
     };
     if let Some(builder) = builder {
         argv.extend(["--build-host".to_owned(), builder.to_string()]);
     }
-    if hosts != Hosts::Local {
+    if placement != Placement::Local {
         argv.extend(["--target-host".to_owned(), host.to_string()]);
     }
     argv.extend(["--flake".to_owned(), job.flake_attr(target)]);

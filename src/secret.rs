@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use crate::commands::Command;
 use crate::error::Error;
 use crate::job::{Job, Machine};
+use crate::names::Target;
 use crate::plan::Cmd;
-use crate::target::Target;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Secret {

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::names::Host;
 use crate::plan::Cmd;
 use crate::quote;
-use crate::target::Host;
 
 /// How one ssh call connects.
 #[derive(Clone, Copy, Debug)]

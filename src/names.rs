@@ -17,17 +17,17 @@ pub struct Target(String);
 /// `DEPLOY_HOST` as given: one host, a comma-separated list, `@all`, or `@pattern` (a glob
 /// over the flake's configuration names).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HostSpec {
-    Hosts(Vec<Host>),
+pub enum HostList {
+    Named(Vec<Host>),
     All,
     Pattern(glob::Pattern),
 }
 
-impl HostSpec {
-    pub fn parse(word: &str) -> Result<HostSpec, Error> {
+impl HostList {
+    pub fn parse(word: &str) -> Result<HostList, Error> {
         if let Some(pattern) = word.strip_prefix('@') {
             if pattern == "all" {
-                return Ok(HostSpec::All);
+                return Ok(HostList::All);
             }
             // Glob characters are what a pattern is for; everything else as in a name.
             let plain: String = pattern.chars().filter(|c| !"*?[]".contains(*c)).collect();
@@ -35,11 +35,11 @@ impl HostSpec {
                 check_name("DEPLOY_HOST pattern", &plain).map_err(|_| bad_pattern(word))?;
             }
             return glob::Pattern::new(pattern)
-                .map(HostSpec::Pattern)
+                .map(HostList::Pattern)
                 .map_err(|_| bad_pattern(word));
         }
         if !word.contains(',') {
-            return Ok(HostSpec::Hosts(vec![Host::parse(word)?]));
+            return Ok(HostList::Named(vec![Host::parse(word)?]));
         }
         let hosts = word
             .split(',')
@@ -50,32 +50,32 @@ impl HostSpec {
                 h => Host::parse(h),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(HostSpec::Hosts(hosts))
+        Ok(HostList::Named(hosts))
     }
 
     /// One host named outright: the only form `build` and `switch` take, and the only one
     /// that may be given a `FLAKE_TARGET`.
     pub fn single(&self) -> Option<&Host> {
         match self {
-            HostSpec::Hosts(hosts) if hosts.len() == 1 => hosts.first(),
+            HostList::Named(hosts) if hosts.len() == 1 => hosts.first(),
             _ => None,
         }
     }
 
     /// Whether the hosts are known only once the flake's names are.
     pub fn needs_names(&self) -> bool {
-        !matches!(self, HostSpec::Hosts(_))
+        !matches!(self, HostList::Named(_))
     }
 
     /// The hosts, given the flake's configuration names for `@all` and `@pattern`.
     pub fn expand(&self, names: &[String]) -> Result<Vec<Host>, Error> {
         let matching: Vec<Host> = match self {
-            HostSpec::Hosts(hosts) => return Ok(hosts.clone()),
-            HostSpec::All => names
+            HostList::Named(hosts) => return Ok(hosts.clone()),
+            HostList::All => names
                 .iter()
                 .map(|n| Host::parse(n))
                 .collect::<Result<_, _>>()?,
-            HostSpec::Pattern(p) => names
+            HostList::Pattern(p) => names
                 .iter()
                 .filter(|n| p.matches(n))
                 .map(|n| Host::parse(n))
@@ -94,15 +94,15 @@ fn bad_pattern(word: &str) -> Error {
     ))
 }
 
-impl fmt::Display for HostSpec {
+impl fmt::Display for HostList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HostSpec::Hosts(hosts) => {
+            HostList::Named(hosts) => {
                 let names: Vec<&str> = hosts.iter().map(|h| h.0.as_str()).collect();
                 f.write_str(&names.join(","))
             }
-            HostSpec::All => f.write_str("@all"),
-            HostSpec::Pattern(p) => write!(f, "@{p}"),
+            HostList::All => f.write_str("@all"),
+            HostList::Pattern(p) => write!(f, "@{p}"),
         }
     }
 }
