@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
+use crate::cmd::Cmd;
 use crate::names::Host;
-use crate::plan::Cmd;
 
 /// One lock for both streams, so that lines come out whole and in order.
 static OUTPUT: Mutex<()> = Mutex::new(());

@@ -1,15 +1,9 @@
-//! The two nixos-rebuild dialects (NIXOS-REBUILD.md): their spelling of the house options,
+//! The two nixos-rebuild dialects (docs/NIXOS-REBUILD.md): their spelling of the house options,
 //! and the side-effect-free probe that tells which one is installed.
 
-use std::collections::hash_map::DefaultHasher;
 use std::fmt;
-use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
 
-use crate::console::Console;
-use crate::error::Error;
-use crate::exec;
-use crate::plan::Cmd;
+use crate::cmd::Cmd;
 
 /// Which `nixos-rebuild` flakem is talking to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,60 +50,17 @@ impl Dialect {
     }
 }
 
-/// The probe's arguments: `--no-reexec` is known only to ng, `--flakem-probe` to neither.
-pub const PROBE_ARGS: [&str; 3] = ["--no-reexec", "--flakem-probe", "build"];
-/// Its environment: should a version ever open the manual, it must not wait in a pager.
-pub const PROBE_ENV: [(&str, &str); 2] = [("MANPAGER", "cat"), ("PAGER", "cat")];
-
-/// Finds out which nixos-rebuild is on PATH: from its store path when that tells, else from
-/// the answer cached for that very file, else by the probe. Called once per run.
-pub fn detect(console: &Console) -> Result<Dialect, Error> {
-    let found = which::which("nixos-rebuild").map_err(|_| exec::missing("nixos-rebuild"))?;
-    let resolved = found.canonicalize().unwrap_or(found);
-    if let Some(d) = Dialect::from_store_path(&resolved.to_string_lossy()) {
-        return Ok(d);
+/// The probe: `--no-reexec` is known only to ng, `--flakem-probe` to neither. Should a
+/// version ever open the manual, it must not wait in a pager.
+pub fn probe() -> Cmd {
+    Cmd {
+        env: [("MANPAGER", "cat"), ("PAGER", "cat")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .to_vec(),
+        argv: ["nixos-rebuild", "--no-reexec", "--flakem-probe", "build"]
+            .map(str::to_owned)
+            .to_vec(),
     }
-    let cache = cache_file(&resolved);
-    let cached = cache.as_ref().and_then(|c| std::fs::read_to_string(c).ok());
-    match cached.as_deref().map(str::trim) {
-        Some("ng") => return Ok(Dialect::Ng),
-        Some("legacy") => return Ok(Dialect::Legacy),
-        _ => {}
-    }
-    let env = PROBE_ENV
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .to_vec();
-    let argv = std::iter::once("nixos-rebuild").chain(PROBE_ARGS);
-    let probe = Cmd {
-        env,
-        argv: argv.map(str::to_owned).collect(),
-    };
-    console.trace(&probe);
-    let out = exec::output(&probe)?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let dialect = Dialect::from_probe(out.status.code(), &stderr).ok_or_else(|| {
-        Error::Check(format!(
-            "cannot tell which nixos-rebuild {} is (the probe exited with {}: {}); \
-             say it with --dialect ng or --dialect legacy",
-            resolved.display(),
-            out.status,
-            stderr.trim().lines().last().unwrap_or("no message"),
-        ))
-    })?;
-    if let Some(cache) = cache {
-        std::fs::create_dir_all(cache.parent().unwrap_or(Path::new("."))).ok();
-        std::fs::write(cache, dialect.to_string()).ok();
-    }
-    Ok(dialect)
-}
-
-/// Where the probe's answer for this file is kept: keyed by its path, size and modification
-/// time, so an upgrade (a new store path, or a file replaced in place) is probed again.
-fn cache_file(resolved: &Path) -> Option<PathBuf> {
-    let meta = std::fs::metadata(resolved).ok()?;
-    let mut hasher = DefaultHasher::new();
-    (resolved, meta.len(), meta.modified().ok()).hash(&mut hasher);
-    Some(crate::hosts::cache_dir()?.join(format!("dialect-{:016x}", hasher.finish())))
 }
 
 impl fmt::Display for Dialect {

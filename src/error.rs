@@ -1,8 +1,8 @@
-//! flakem's errors: each one line for the user, each with the exit status PRODUCT.md gives it.
+//! flakem's errors: each one line for the user, each with the exit status docs/PRODUCT.md gives it.
 
-use std::process::ExitCode;
+use std::process::{ExitCode, ExitStatus};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     /// The invocation was refused before anything ran.
     #[error("{0}")]
@@ -59,6 +59,22 @@ impl Error {
             Error::Declined => 1,
             Error::Interrupted => 130,
             Error::Io(_) => 1,
+        }
+    }
+
+    /// A child's exit status as flakem takes it: success, or the error that stops the plan
+    /// with that status.
+    pub fn of_status(program: &str, status: ExitStatus) -> Result<(), Error> {
+        use std::os::unix::process::ExitStatusExt;
+        let program = program.to_owned();
+        match (status.code(), status.signal()) {
+            (Some(0), _) => Ok(()),
+            (Some(code), _) => Err(Error::StepFailed {
+                program,
+                status: code as u8,
+            }),
+            (None, Some(signal)) => Err(Error::StepKilled { program, signal }),
+            (None, None) => Err(Error::StepFailed { program, status: 1 }),
         }
     }
 

@@ -1,21 +1,17 @@
-//! Reading the flake: one evaluation per run lists every configuration name flakem needs.
+//! What flakem asks of a flake, as plain data: the evaluation that lists every configuration
+//! name (one per run), the one that gives every host's derivation, and the lookups in the
+//! names with their "did you mean".
 //!
 //! It goes through `builtins.getFlake` rather than the installable `<flake>#nixosConfigurations`,
 //! which would first search `packages.<system>` and `legacyPackages.<system>`: seconds on a
 //! flake that re-exports nixpkgs.
 
-use std::path::Path;
-
 use serde::Deserialize;
 
-use crate::commands::Action;
-use crate::console::{Console, Stream};
+use crate::cmd::{Cmd, nix};
 use crate::error::Error;
-use crate::exec;
-use crate::job::{Job, Machine};
-use crate::names::{Host, Target};
-use crate::plan::Cmd;
-use crate::ssh::{self, Ssh};
+use crate::kind::Kind;
+use crate::names::Target;
 use crate::suggest;
 
 /// The configuration names of a flake.
@@ -26,65 +22,36 @@ pub struct Names {
     pub home: Vec<String>,
 }
 
-/// The flake as `getFlake` takes it: a local path made absolute.
-fn reference(flake: &str, cwd: &Path) -> String {
-    if flake.starts_with('.') || flake.starts_with('/') {
-        cwd.join(flake)
-            .canonicalize()
-            .unwrap_or_else(|_| cwd.join(flake))
-            .display()
-            .to_string()
-    } else {
-        flake.to_owned()
-    }
-}
-
-/// `nix eval --json` of `body`, in which `f` is the flake.
-fn eval(flake: &str, cwd: &Path, body: &str, rest: &[String]) -> Cmd {
-    let expr = format!(
-        "let f = builtins.getFlake {}; in {body}",
-        nix_string(&reference(flake, cwd))
-    );
+/// `nix eval --json` of `body`, in which `f` is the flake. `flake` is as `getFlake` takes
+/// it: a local path made absolute (resolve's `flake_ref`).
+fn eval(flake: &str, body: &str, rest: &[String]) -> Cmd {
+    let expr = format!("let f = builtins.getFlake {}; in {body}", nix_string(flake));
     let mut argv = nix(&["eval", "--json", "--impure", "--expr", &expr]);
     argv.extend(rest.iter().cloned());
     Cmd::new(argv)
 }
 
-/// `nix --extra-experimental-features 'nix-command flakes' WORDS...`
-pub fn nix(words: &[&str]) -> Vec<String> {
-    ["nix", "--extra-experimental-features", "nix-command flakes"]
-        .iter()
-        .chain(words)
-        .map(|w| w.to_string())
-        .collect()
-}
-
-/// The evaluation of every configuration name: `flake` as the user gave it, `cwd` to make a
-/// local path absolute (`getFlake` takes no relative paths).
-pub fn eval_names(flake: &str, cwd: &Path) -> Cmd {
+/// The evaluation of every configuration name.
+pub fn eval_names(flake: &str) -> Cmd {
     let body = "let names = a: builtins.attrNames (f.${a} or { }); in \
                 { nixos = names \"nixosConfigurations\"; darwin = names \"darwinConfigurations\"; \
                 home = names \"homeConfigurations\"; }";
-    eval(flake, cwd, body, &[])
+    eval(flake, body, &[])
 }
 
 /// One evaluation of the derivations of `attributes`, for every host whose plan builds by
 /// hand (`--diff`, nix-darwin, Home Manager): a list, in order.
-pub fn eval_drvs(flake: &str, cwd: &Path, attributes: &[String], rest: &[String]) -> Cmd {
+pub fn eval_drvs(flake: &str, attributes: &[String], rest: &[String]) -> Cmd {
     let items: Vec<String> = attributes
         .iter()
         .map(|a| format!("f.{a}.drvPath"))
         .collect();
-    eval(flake, cwd, &format!("[ {} ]", items.join(" ")), rest)
+    eval(flake, &format!("[ {} ]", items.join(" ")), rest)
 }
 
-/// Runs [`eval_drvs`] and reads its answer.
-pub fn read_drvs(cmd: &Cmd, console: &Console, count: usize) -> Result<Vec<String>, Error> {
-    console.trace(cmd);
-    let out = exec::output(cmd)?;
-    console.pass(Stream::Err, &out.stderr);
-    exec::check(cmd, out.status)?;
-    let drvs: Vec<String> = serde_json::from_slice(&out.stdout)
+/// The evaluation of derivations' answer: one per attribute asked for.
+pub fn parse_drvs(json: &[u8], count: usize) -> Result<Vec<String>, Error> {
+    let drvs: Vec<String> = serde_json::from_slice(json)
         .map_err(|e| Error::Check(format!("cannot read nix eval's derivations: {e}")))?;
     match drvs.len() == count {
         true => Ok(drvs),
@@ -95,57 +62,14 @@ pub fn read_drvs(cmd: &Cmd, console: &Console, count: usize) -> Result<Vec<Strin
     }
 }
 
-/// Runs the evaluation and reads its answer.
-pub fn read_names(flake: &str, console: &Console) -> Result<Names, Error> {
-    let eval = eval_names(flake, &std::env::current_dir()?);
-    console.trace(&eval);
-    let out = exec::output(&eval)?;
-    console.pass(Stream::Err, &out.stderr);
-    if !out.status.success() {
-        return Err(Error::Check(format!(
-            "cannot read the flake {flake} (nix eval exited with {}; its message is above)",
-            out.status
-        )));
-    }
-    parse_names(&String::from_utf8_lossy(&out.stdout))
-}
-
-fn parse_names(json: &str) -> Result<Names, Error> {
+/// The names evaluation's answer.
+pub fn parse_names(json: &str) -> Result<Names, Error> {
     serde_json::from_str(json)
         .map_err(|e| Error::Check(format!("cannot read nix eval's answer ({e}): {json}")))
 }
 
-/// What a configuration deploys.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Nixos,
-    Darwin,
-    Home,
-}
-
-impl Kind {
-    /// The flake output holding configurations of this kind.
-    pub fn output(self) -> &'static str {
-        match self {
-            Kind::Nixos => "nixosConfigurations",
-            Kind::Darwin => "darwinConfigurations",
-            Kind::Home => "homeConfigurations",
-        }
-    }
-
-    /// The attribute that builds `target`: `nixosConfigurations."T".config.system.build.toplevel`.
-    pub fn attribute(self, target: &Target) -> String {
-        let inner = match self {
-            Kind::Nixos => "config.system.build.toplevel",
-            Kind::Darwin => "system",
-            Kind::Home => "activationPackage",
-        };
-        format!("{}.\"{target}\".{inner}", self.output())
-    }
-}
-
 impl Names {
-    fn of(&self, kind: Kind) -> &[String] {
+    pub fn of(&self, kind: Kind) -> &[String] {
         match kind {
             Kind::Nixos => &self.nixos,
             Kind::Darwin => &self.darwin,
@@ -212,108 +136,12 @@ impl Names {
     }
 }
 
-fn backticked(names: &[&str]) -> String {
+pub fn backticked(names: &[&str]) -> String {
     names
         .iter()
         .map(|n| format!("`{n}`"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// For a host that names no configuration (an address, say): the one configuration whose
-/// ssh-resolved hostname is the host's own. `None` when none matches; an error when several do.
-pub fn find_by_hostname(
-    host: &Host,
-    names: &[String],
-    ssh: &Ssh,
-    console: &Console,
-) -> Result<Option<Target>, Error> {
-    let resolve = |name: &Host| -> Result<Option<String>, Error> {
-        let cmd = ssh.resolve(name);
-        console.trace(&cmd);
-        let out = exec::output(&cmd)?;
-        Ok(out
-            .status
-            .success()
-            .then(|| ssh::config_value(&String::from_utf8_lossy(&out.stdout), "hostname"))
-            .flatten())
-    };
-    let Some(wanted) = resolve(host)? else {
-        return Ok(None);
-    };
-    let mut matching = Vec::new();
-    for name in names {
-        if let Ok(candidate) = Host::parse(name)
-            && resolve(&candidate)?.as_deref() == Some(wanted.as_str())
-        {
-            matching.push(name.as_str());
-        }
-    }
-    match matching.as_slice() {
-        [] => Ok(None),
-        [one] => {
-            console.say(&format!("{host} is `{one}`: ssh resolves both to {wanted}"));
-            Target::parse(one).map(Some)
-        }
-        several => Err(Error::Usage(format!(
-            "{host} ({wanted}) could be any of {}: name the configuration after the host",
-            backticked(several)
-        ))),
-    }
-}
-
-/// Sets a machine's configuration and kind from the flake's names, and refuses what its
-/// kind cannot do.
-pub fn locate(
-    job: &Job,
-    machine: &mut Machine,
-    names: &Names,
-    ssh: &Ssh,
-    console: &Console,
-) -> Result<(), Error> {
-    let Some(target) = machine.target.clone() else {
-        return Ok(());
-    };
-    if job.command.home() {
-        machine.target = Some(names.home_target(&target, &job.flake)?);
-        return Ok(());
-    }
-    match names.system_kind(&target, job.kind, &job.flake) {
-        Ok(kind) => machine.kind = kind,
-        Err(unknown) => {
-            // An address (or another name) for a host: the configuration ssh resolves alike.
-            let kinds = job
-                .kind
-                .map_or(vec![Kind::Nixos, Kind::Darwin], |k| vec![k]);
-            let systems: Vec<String> = kinds.iter().flat_map(|k| names.of(*k)).cloned().collect();
-            let found = match job.target {
-                None => find_by_hostname(&machine.host, &systems, ssh, console)?,
-                Some(_) => None,
-            };
-            let found = found.ok_or(unknown)?;
-            machine.kind = names.system_kind(&found, job.kind, &job.flake)?;
-            machine.target = Some(found);
-        }
-    }
-    let target = machine.target.as_ref().unwrap_or(&target);
-    if machine.kind == Kind::Darwin {
-        if job.command.resets() {
-            return Err(Error::Usage(format!(
-                "`{target}` is a nix-darwin machine: the reset commands are NixOS-only (macOS \
-                 has no boot id or booted-system to prove a reboot by)"
-            )));
-        }
-        if matches!(
-            job.action,
-            Action::Boot | Action::Test | Action::DryActivate
-        ) {
-            return Err(Error::Usage(format!(
-                "`{target}` is a nix-darwin machine: it has no `{}`; switch activates it",
-                job.action.name()
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// A Nix string literal holding `s` verbatim.
@@ -330,14 +158,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn local_flakes_become_absolute() {
-        let cmd = eval_names(".", Path::new("/nonexistent/infra"));
-        let expr = cmd.argv.last().unwrap();
-        assert!(
-            expr.contains("builtins.getFlake \"/nonexistent/infra/.\""),
-            "{expr}"
-        );
-        let cmd = eval_names("github:me/infra", Path::new("/x"));
+    fn the_flake_is_a_nix_string() {
+        let cmd = eval_names("github:me/infra");
         assert!(
             cmd.argv
                 .last()

@@ -4,11 +4,12 @@
 use std::path::PathBuf;
 
 use crate::commands::{Action, Command};
+use crate::duration::{GcAge, Timeout};
 use crate::error::Error;
-use crate::flake::Kind;
-use crate::grammar::Invocation;
+use crate::grammar::{self, Invocation, Parsed};
+use crate::kind::Kind;
 use crate::names::{Host, HostList, Target};
-use crate::options::{DialectChoice, GcAge, Settings, Timeout};
+use crate::options::{self, DialectChoice, Settings};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Job {
@@ -73,7 +74,7 @@ pub fn each_once(machines: Vec<Machine>) -> Result<Vec<Machine>, Error> {
     Ok(machines)
 }
 
-/// Who and where flakem runs: the defaults of the local commands.
+/// Who and where flakem runs: the defaults of the local commands (resolve finds them).
 pub struct Local {
     /// This machine's short hostname.
     pub host: String,
@@ -81,45 +82,30 @@ pub struct Local {
     pub user: String,
 }
 
-impl Local {
-    pub fn here() -> Local {
-        let name = gethostname::gethostname().to_string_lossy().into_owned();
-        let user = ["USER", "LOGNAME"]
-            .iter()
-            .filter_map(|v| std::env::var(v).ok())
-            .find(|u| !u.is_empty())
-            .unwrap_or_else(user_of_uid);
-        Local {
-            host: name.split('.').next().unwrap_or_default().to_owned(),
-            user,
-        }
-    }
-}
-
-/// The name of the user running flakem, from the password database, for when the
-/// environment does not say.
-fn user_of_uid() -> String {
-    let mut buf = vec![0 as libc::c_char; 4096];
-    // SAFETY: getpwuid_r writes only into `pwd` and `buf`, whose sizes it is given; `name`
-    // is read only when it reports a match.
-    unsafe {
-        let mut pwd: libc::passwd = std::mem::zeroed();
-        let mut found: *mut libc::passwd = std::ptr::null_mut();
-        let uid = libc::getuid();
-        let rc = libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found);
-        if rc == 0 && !found.is_null() {
-            return std::ffi::CStr::from_ptr(pwd.pw_name)
-                .to_string_lossy()
-                .into_owned();
-        }
-        uid.to_string()
-    }
-}
-
 /// At most this many hosts at a time unless `--jobs` says otherwise.
 const DEFAULT_JOBS: usize = 8;
 
 impl Job {
+    /// The job the arguments (without the program name) ask for; `None` when they asked for
+    /// help or the version, which clap printed. `called_as` is the command the program was
+    /// started as, through a link of that name.
+    pub fn from_args(
+        called_as: Option<Command>,
+        args: &[String],
+        local: &Local,
+    ) -> Result<Option<Job>, Error> {
+        let invocation = match grammar::parse(called_as, args)? {
+            Parsed::Run(invocation) => invocation,
+            Parsed::OptionsOnly { command, options } => {
+                return clap_error(options::answer(command, &options)).map(|()| None);
+            }
+        };
+        match options::settings(invocation.command, &invocation.options) {
+            Ok(settings) => Job::resolve(invocation, settings, local).map(Some),
+            Err(e) => clap_error(e).map(|()| None),
+        }
+    }
+
     /// `local` gives the host of the local commands when none is given.
     pub fn resolve(inv: Invocation, settings: Settings, local: &Local) -> Result<Job, Error> {
         let command = inv.command;
@@ -233,8 +219,59 @@ impl Job {
         self.jobs.unwrap_or(default).clamp(1, hosts.max(1))
     }
 
+    /// Refuses what the kind of `machine`'s configuration cannot do.
+    pub fn refuse_kind(&self, machine: &Machine) -> Result<(), Error> {
+        let (Kind::Darwin, Some(target)) = (machine.kind, &machine.target) else {
+            return Ok(());
+        };
+        if self.command.resets() {
+            return Err(Error::Usage(format!(
+                "`{target}` is a nix-darwin machine: the reset commands are NixOS-only (macOS \
+                 has no boot id or booted-system to prove a reboot by)"
+            )));
+        }
+        if matches!(
+            self.action,
+            Action::Boot | Action::Test | Action::DryActivate
+        ) {
+            return Err(Error::Usage(format!(
+                "`{target}` is a nix-darwin machine: it has no `{}`; switch activates it",
+                self.action.name()
+            )));
+        }
+        Ok(())
+    }
+
     /// `<flake>#<target>`, as nixos-rebuild takes it.
     pub fn flake_attr(&self, target: &Target) -> String {
         format!("{}#{target}", self.flake)
+    }
+}
+
+/// Help and version requests print and succeed; any other clap error becomes one line.
+fn clap_error(e: clap::Error) -> Result<(), Error> {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            // A reader that went away (`| head`) is no error worth reporting.
+            e.print().ok();
+            Ok(())
+        }
+        ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            Err(Error::Usage(format!(
+                "missing command; one of: {}",
+                Command::ALL.map(Command::name).join(", ")
+            )))
+        }
+        _ => {
+            let text = e.to_string();
+            let line = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            Err(Error::Usage(line.trim_start_matches("error: ").to_owned()))
+        }
     }
 }

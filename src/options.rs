@@ -1,12 +1,10 @@
 //! flakem's own options, defined once with clap: the grammar asks this tree which words are
 //! options, clap checks their values, and help and completions are rendered from it.
 
-use std::time::Duration;
-
 use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, ValueEnum};
-use clap_complete::engine::{ArgValueCandidates, CompletionCandidate};
 
-use crate::commands::{Action, Command};
+use crate::commands::Command;
+use crate::duration::{GcAge, Timeout};
 
 /// Options every command takes.
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
@@ -108,7 +106,7 @@ pub enum DialectChoice {
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
 pub struct WaitOptions {
     /// How long each wait for the host may last: 90s, 10m, 1h, or seconds; 0 waits forever
-    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_timeout)]
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = Timeout::parse)]
     pub timeout: Timeout,
 }
 
@@ -117,32 +115,12 @@ pub struct WaitOptions {
 pub struct GcOptions {
     /// Delete generations older than this after the reboot (days, as nix takes it: 15d; 0d
     /// deletes every old generation)
-    #[arg(long, default_value = "15d", value_name = "AGE", value_parser = parse_gc_age)]
+    #[arg(long, default_value = "15d", value_name = "AGE", value_parser = GcAge::parse)]
     pub gc_older_than: GcAge,
 
     /// Keep old generations: collect no garbage after the reboot
     #[arg(long)]
     pub no_gc: bool,
-}
-
-/// A bound on one wait; `None` waits forever.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timeout(pub Option<Duration>);
-
-impl std::fmt::Display for Timeout {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            None => f.write_str("no limit"),
-            Some(d) => {
-                let s = d.as_secs();
-                match s {
-                    _ if s % 3600 == 0 => write!(f, "{}h", s / 3600),
-                    _ if s % 60 == 0 => write!(f, "{}m", s / 60),
-                    _ => write!(f, "{s}s"),
-                }
-            }
-        }
-    }
 }
 
 /// Everything clap resolved for one command.
@@ -167,46 +145,6 @@ fn parse_flake_ref(s: &str) -> Result<String, String> {
     }
 }
 
-fn parse_timeout(s: &str) -> Result<Timeout, String> {
-    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => return Err("expected a number with s, m or h (90s, 10m, 1h)".into()),
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| "expected a number with s, m or h (90s, 10m, 1h)".to_string())?;
-    Ok(Timeout((n > 0).then(|| Duration::from_secs(n * scale))))
-}
-
-fn parse_gc_age(s: &str) -> Result<GcAge, String> {
-    s.strip_suffix('d')
-        .filter(|days| !days.is_empty() && days.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|days| days.parse().ok())
-        .map(GcAge)
-        .ok_or_else(|| "nix takes ages in days only, like 15d".into())
-}
-
-/// How old a generation must be to be deleted, in days.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GcAge(pub u32);
-
-impl GcAge {
-    /// nix-collect-garbage's arguments for this age. nix refuses `0d` ("invalid number of
-    /// days"); deleting every old generation is `--delete-old`.
-    pub fn nix_args(self) -> Vec<String> {
-        match self.0 {
-            0 => vec!["--delete-old".to_owned()],
-            days => vec!["--delete-older-than".to_owned(), format!("{days}d")],
-        }
-    }
-}
-
 /// The whole command tree: `flakem` with one subcommand per entry of [`Command::ALL`].
 pub fn tree() -> clap::Command {
     // `about` after `augment_args`: the derive would put the structs' docs there instead.
@@ -228,6 +166,7 @@ program is missing; 130 interrupted.";
 
 fn subcommand(c: Command) -> clap::Command {
     let mut sub = clap::Command::new(c.name());
+    let mut index = 0;
     if c.waits() {
         sub = WaitOptions::augment_args(sub);
     }
@@ -250,16 +189,7 @@ fn subcommand(c: Command) -> clap::Command {
     // declared here so that help and completions show them.
     if c.takes_action() {
         sub = sub.arg(
-            Arg::new("ACTION")
-                .help("switch (default), boot, test or dry-activate")
-                // Where the action may stand, so may the host.
-                .add(ArgValueCandidates::new(|| {
-                    let actions = Action::CHOSEN.map(|a| CompletionCandidate::new(a.name()));
-                    actions
-                        .into_iter()
-                        .chain(crate::hosts::candidates())
-                        .collect()
-                })),
+            positional("ACTION", &mut index).help("switch (default), boot, test or dry-activate"),
         );
     }
     let host_help = match c {
@@ -276,14 +206,10 @@ fn subcommand(c: Command) -> clap::Command {
              @all or @pattern for the flake's configurations"
         }
     };
-    sub = sub.arg(
-        Arg::new("DEPLOY_HOST")
-            .help(host_help)
-            .add(ArgValueCandidates::new(crate::hosts::candidates)),
-    );
+    sub = sub.arg(positional("DEPLOY_HOST", &mut index).help(host_help));
     if c == Command::SshWait {
         return sub.arg(
-            Arg::new("CMD")
+            positional("CMD", &mut index)
                 .help("A command for ssh to run there once it answers")
                 .num_args(0..)
                 .trailing_var_arg(true)
@@ -291,7 +217,7 @@ fn subcommand(c: Command) -> clap::Command {
         );
     }
     if c == Command::SshDeploy {
-        return sub.arg(Arg::new("HOSTNAME").help(
+        return sub.arg(positional("HOSTNAME", &mut index).help(
             "Whose key: hosts/HOSTNAME/HOSTNAME.age.key (default: DEPLOY_HOST without user@)",
         ));
     }
@@ -301,13 +227,38 @@ fn subcommand(c: Command) -> clap::Command {
         "The name under nixosConfigurations or darwinConfigurations (default: DEPLOY_HOST \
          without user@)"
     };
-    sub.arg(Arg::new("FLAKE_TARGET").help(target_help)).arg(
-        Arg::new("NIX_OPTIONS")
+    let target = positional("FLAKE_TARGET", &mut index).help(target_help);
+    sub.arg(target).arg(
+        positional("NIX_OPTIONS", &mut index)
             .help("Passed to nixos-rebuild (or nix) verbatim, in order")
             .num_args(0..)
             .trailing_var_arg(true)
             .allow_hyphen_values(true),
     )
+}
+
+/// The tree a user sees: `tree` itself, or through a link, that command on its own, named
+/// after the link and with flakem's global options.
+pub fn tree_as(tree: clap::Command, called_as: Option<Command>) -> clap::Command {
+    let Some(command) = called_as else {
+        return tree;
+    };
+    let mut tree = tree;
+    // Building copies the global options into every subcommand.
+    tree.build();
+    tree.find_subcommand(command.name())
+        .expect("every command is a subcommand of the tree")
+        .clone()
+        .bin_name(command.name())
+        .display_name(command.name())
+        .version(env!("CARGO_PKG_VERSION"))
+}
+
+/// A positional argument numbered in order, so that completion can add to it later without
+/// moving it (`Command::mut_arg` puts the argument last).
+fn positional(name: &'static str, index: &mut usize) -> Arg {
+    *index += 1;
+    Arg::new(name).index(*index)
 }
 
 /// One option as the grammar needs to know it.
@@ -384,41 +335,6 @@ mod tests {
     #[test]
     fn the_tree_is_consistent() {
         tree().debug_assert();
-    }
-
-    #[test]
-    fn timeouts() {
-        let secs = |s| parse_timeout(s).map(|t| t.0.map(|d| d.as_secs()));
-        assert_eq!(secs("90s"), Ok(Some(90)));
-        assert_eq!(secs("10m"), Ok(Some(600)));
-        assert_eq!(secs("1h"), Ok(Some(3600)));
-        assert_eq!(secs("45"), Ok(Some(45)));
-        assert_eq!(secs("0"), Ok(None));
-        for bad in ["", "m", "10d", "1.5m", "-1", "10 m"] {
-            assert!(parse_timeout(bad).is_err(), "{bad}");
-        }
-        assert_eq!(Timeout(Some(Duration::from_secs(600))).to_string(), "10m");
-        assert_eq!(Timeout(Some(Duration::from_secs(90))).to_string(), "90s");
-    }
-
-    #[test]
-    fn gc_ages_are_days_only() {
-        assert_eq!(parse_gc_age("15d"), Ok(GcAge(15)));
-        assert_eq!(parse_gc_age("0d"), Ok(GcAge(0)));
-        assert_eq!(GcAge(15).nix_args(), ["--delete-older-than", "15d"]);
-        assert_eq!(GcAge(0).nix_args(), ["--delete-old"]);
-        for bad in [
-            "15",
-            "d",
-            "2w",
-            "15 d",
-            "-1d",
-            "1.5d",
-            "15D",
-            "99999999999d",
-        ] {
-            assert!(parse_gc_age(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]

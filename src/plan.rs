@@ -4,45 +4,18 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::cmd::{Cmd, nix};
 use crate::commands::{Action, Command, Placement};
 use crate::dialect::Dialect;
-use crate::flake::{Kind, nix};
+use crate::duration::Timeout;
+use crate::flake;
 use crate::job::{Job, Machine};
+use crate::kind::Kind;
 use crate::names::{Host, Target};
-use crate::options::Timeout;
 use crate::quote;
+use crate::resolve::World;
 use crate::secret::Secret;
 use crate::ssh::{Connection, Sockets, Ssh};
-
-/// One process: its environment additions and its argument list.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Cmd {
-    pub env: Vec<(String, String)>,
-    pub argv: Vec<String>,
-}
-
-impl Cmd {
-    pub fn new(argv: Vec<String>) -> Cmd {
-        Cmd {
-            env: Vec::new(),
-            argv,
-        }
-    }
-
-    pub fn program(&self) -> &str {
-        &self.argv[0]
-    }
-}
-
-/// Pasteable into a POSIX shell: `K=V program args...`, every word quoted as needed.
-impl fmt::Display for Cmd {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (k, v) in &self.env {
-            write!(f, "{k}={} ", quote::quote(v))?;
-        }
-        f.write_str(&quote::join(&self.argv))
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -61,7 +34,7 @@ pub enum Step {
     /// Prints the host's boot id, the system its profile points at and its machine id:
     /// `<boot-id>` and `<system>` are remembered, and the machine flakem runs on is never
     /// rebooted.
-    ReadBootState(Cmd),
+    ReadBootState { host: Host, cmd: Cmd },
     /// Prints the system a deploy left on the host, for the summary.
     ReadSystem(Cmd),
     /// Builds `<drv>`: the last line of its output, the built system's path, becomes
@@ -82,13 +55,12 @@ pub enum Step {
     /// Closes a control master; harmless when there is none.
     CloseMaster { socket: PathBuf, cmd: Cmd },
     /// Retries `attempt` (fresh connections, TCP probes in between) until the host answers
-    /// with a boot id other than `<boot-id>`. The answering connection stays as the master
-    /// at `socket`; one that answers with the old boot id is closed with `close`.
+    /// with a boot id other than `<boot-id>`. The answering connection stays as the master;
+    /// one that answers with the old boot id is closed with `close`.
     WaitForNewBoot {
         host: Host,
         resolve: Cmd,
         attempt: Cmd,
-        socket: PathBuf,
         close: Cmd,
         timeout: Timeout,
         /// For the advice when the host comes back refusing us.
@@ -157,6 +129,40 @@ pub struct Context<'a> {
     pub secret: Option<&'a Secret>,
 }
 
+/// Every host's plan, and the one evaluation of the derivations those plans build.
+pub struct Plans {
+    /// Evaluates every `Plan::drv_of`, in order, once every host passed its checks.
+    pub eval: Option<Cmd>,
+    /// One plan per machine of the world, in order.
+    pub hosts: Vec<Plan>,
+}
+
+/// The plans of `job` in `world`: what the dry run prints and the run executes.
+pub fn plans(job: &Job, world: &World) -> Plans {
+    let summary = world.machines.len() > 1 || job.json;
+    let hosts: Vec<Plan> = world
+        .machines
+        .iter()
+        .enumerate()
+        .map(|(i, machine)| {
+            let cx = Context {
+                dialect: world.dialect,
+                ssh: &world.ssh,
+                control_dir: world.control_dir_of(i),
+                summary,
+                home_manager: world.home_manager,
+                secret: world.secret.as_ref(),
+            };
+            plan(job, machine, &cx)
+        })
+        .collect();
+    let attributes: Vec<String> = hosts.iter().filter_map(|p| p.drv_of.clone()).collect();
+    let eval = (!attributes.is_empty())
+        .then(|| flake::eval_drvs(&world.flake_ref, &attributes, &job.rest));
+    Plans { eval, hosts }
+}
+
+/// One host's plan.
 pub fn plan(job: &Job, machine: &Machine, cx: &Context) -> Plan {
     let host = &machine.host;
     let sockets = Sockets::in_dir(&cx.control_dir);
@@ -492,15 +498,18 @@ fn reset(job: &Job, host: &Host, ssh: &Ssh, sockets: &Sockets) -> Vec<Step> {
     let as_root = |words: &[&'static str]| [sudo, words].concat();
 
     let mut steps = vec![
-        Step::ReadBootState(ssh.script(
-            before,
-            host,
-            &[
-                &["cat", BOOT_ID],
-                &["readlink", "-f", PROFILE],
-                &["cat", "/etc/machine-id"],
-            ],
-        )),
+        Step::ReadBootState {
+            host: host.clone(),
+            cmd: ssh.script(
+                before,
+                host,
+                &[
+                    &["cat", BOOT_ID],
+                    &["readlink", "-f", PROFILE],
+                    &["cat", "/etc/machine-id"],
+                ],
+            ),
+        },
         Step::Reboot(ssh.script(before, host, &[&as_root(&["reboot"])])),
         close(ssh, &sockets.before, host),
         Step::WaitForNewBoot {
@@ -511,7 +520,6 @@ fn reset(job: &Job, host: &Host, ssh: &Ssh, sockets: &Sockets) -> Vec<Step> {
                 host,
                 &[&["cat", BOOT_ID]],
             ),
-            socket: sockets.after.clone(),
             close: ssh.exit_master(&sockets.after, host),
             timeout: job.timeout,
             ssh: ssh.clone(),
@@ -568,7 +576,7 @@ impl fmt::Display for Step {
                     "+ {cmd}\n# check: {host} answers ssh without a prompt{sudo}"
                 )
             }
-            Step::ReadBootState(cmd) => write!(
+            Step::ReadBootState { cmd, .. } => write!(
                 f,
                 "+ {cmd}\n# remember <boot-id> and <system>; refuse if it is this machine"
             ),
@@ -624,6 +632,24 @@ impl fmt::Display for Step {
 }
 
 impl Step {
+    /// Puts `learnt` where the plan holds the placeholder of `value`: in the argument lists
+    /// of the steps that run what an earlier step learnt.
+    pub fn fill(&mut self, value: Value, learnt: &str) {
+        let fill = |cmd: &mut Cmd| {
+            for word in &mut cmd.argv {
+                *word = word.replace(value.placeholder(), learnt);
+            }
+        };
+        match self {
+            Step::Run(cmd) | Step::Build(cmd) => fill(cmd),
+            Step::Copy { cmd, fallback, .. } => {
+                fill(cmd);
+                fallback.iter_mut().for_each(fill);
+            }
+            _ => {}
+        }
+    }
+
     /// What the summary calls this step when a host fails at it.
     pub fn name(&self) -> String {
         match self {
@@ -642,7 +668,7 @@ impl Step {
             Step::Pipe { .. } => "install key".into(),
             Step::Note(_) => "note".into(),
             Step::CheckHost { .. } => "check".into(),
-            Step::ReadBootState(_) => "read boot id".into(),
+            Step::ReadBootState { .. } => "read boot id".into(),
             Step::ReadSystem(_) => "read system".into(),
             Step::Build(_) => "build".into(),
             Step::Reboot(_) => "reboot".into(),

@@ -3,11 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::commands::Command;
+use crate::cmd::Cmd;
 use crate::error::Error;
-use crate::job::{Job, Machine};
 use crate::names::Target;
-use crate::plan::Cmd;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Secret {
@@ -24,42 +22,22 @@ pub enum Decrypt {
 }
 
 impl Secret {
-    /// `ssh-deploy`'s key: in the flake's directory for a local flake, else here.
-    pub fn of_job(job: &Job, machines: &[Machine]) -> Result<Option<Secret>, Error> {
-        let (Command::SshDeploy, [machine]) = (job.command, machines) else {
-            return Ok(None);
-        };
-        let Some(name) = &machine.target else {
-            return Ok(None);
-        };
-        let cwd = std::env::current_dir()?;
-        let local = job.flake.starts_with('.') || job.flake.starts_with('/');
-        let dir = match local {
-            true => cwd.join(&job.flake).canonicalize().unwrap_or(cwd),
-            false => cwd,
-        };
-        let env = |key: &str| std::env::var(key).ok();
-        Secret::locate(&dir, name, job.identity.clone(), env).map(Some)
+    /// Where `name`'s key is kept below `dir` (the flake's directory, for a local flake).
+    pub fn file_of(dir: &Path, name: &Target) -> PathBuf {
+        dir.join("hosts")
+            .join(name.as_str())
+            .join(format!("{name}.age.key"))
     }
 
-    /// Finds `name`'s key below `dir` (the flake's directory, for a local flake) and tells
-    /// how it is encrypted. `identity` is `--identity`; `env` reads the environment.
-    pub fn locate(
-        dir: &Path,
+    /// Tells from its contents how the key in `file` is encrypted. `identity` is
+    /// `--identity`; `env` reads the environment.
+    pub fn from_contents(
+        file: PathBuf,
+        bytes: &[u8],
         name: &Target,
         identity: Option<PathBuf>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Secret, Error> {
-        let file = dir
-            .join("hosts")
-            .join(name.as_str())
-            .join(format!("{name}.age.key"));
-        let bytes = std::fs::read(&file).map_err(|e| {
-            Error::Usage(format!(
-                "no key for {name}: cannot read {} ({e})",
-                file.display()
-            ))
-        })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(Error::Usage(format!(
                 "no key for {name}: {} is empty",
@@ -112,54 +90,57 @@ impl Secret {
 mod tests {
     use super::*;
 
-    fn key_file(text: &str) -> (tempfile::TempDir, Target) {
-        let dir = tempfile::tempdir().unwrap();
+    fn read(
+        text: &str,
+        identity: Option<&str>,
+        env: fn(&str) -> Option<String>,
+    ) -> Result<Secret, Error> {
         let name = Target::parse("web1").unwrap();
-        std::fs::create_dir_all(dir.path().join("hosts/web1")).unwrap();
-        std::fs::write(dir.path().join("hosts/web1/web1.age.key"), text).unwrap();
-        (dir, name)
+        let file = Secret::file_of(Path::new("/srv/infra"), &name);
+        Secret::from_contents(
+            file,
+            text.as_bytes(),
+            &name,
+            identity.map(PathBuf::from),
+            env,
+        )
     }
 
     #[test]
     fn age_and_sops_files() {
         let no_env = |_: &str| None;
-        let (dir, name) = key_file("age-encryption.org/v1\n-> X25519 abc\n");
-        let s = Secret::locate(dir.path(), &name, Some("/id".into()), no_env).unwrap();
+        let age = "age-encryption.org/v1\n-> X25519 abc\n";
+        let s = read(age, Some("/id"), no_env).unwrap();
         assert_eq!(
             s.decrypt().to_string(),
-            format!("age --decrypt --identity /id {}", s.file.display())
+            "age --decrypt --identity /id /srv/infra/hosts/web1/web1.age.key"
         );
         let home = |k: &str| (k == "HOME").then(|| "/home/me".to_owned());
-        let s = Secret::locate(dir.path(), &name, None, home).unwrap();
+        let s = read(age, None, home).unwrap();
         assert_eq!(
             s.decrypt,
             Decrypt::Age {
                 identity: "/home/me/.config/sops/age/keys.txt".into()
             }
         );
-
-        let (dir, name) = key_file("{\"data\": \"ENC[...]\", \"sops\": {}}");
-        let s = Secret::locate(dir.path(), &name, Some("/id".into()), no_env).unwrap();
+        let s = read(
+            "{\"data\": \"ENC[...]\", \"sops\": {}}",
+            Some("/id"),
+            no_env,
+        )
+        .unwrap();
         assert_eq!(
             s.decrypt().to_string(),
-            format!("SOPS_AGE_KEY_FILE=/id sops --decrypt {}", s.file.display())
+            "SOPS_AGE_KEY_FILE=/id sops --decrypt /srv/infra/hosts/web1/web1.age.key"
         );
     }
 
     #[test]
-    fn missing_empty_or_unknown_keys_are_refused() {
+    fn empty_or_unknown_keys_are_refused() {
         let no_env = |_: &str| None;
-        let (dir, name) = key_file("  \n");
-        let e = Secret::locate(dir.path(), &name, None, no_env).unwrap_err();
+        let e = read("  \n", None, no_env).unwrap_err();
         assert!(e.to_string().ends_with("is empty"), "{e}");
         assert_eq!(e.status(), 2);
-        let other = Target::parse("db").unwrap();
-        let e = Secret::locate(dir.path(), &other, None, no_env).unwrap_err();
-        assert!(
-            e.to_string().starts_with("no key for db: cannot read"),
-            "{e}"
-        );
-        let (dir, name) = key_file("plain text");
-        assert!(Secret::locate(dir.path(), &name, None, no_env).is_err());
+        assert!(read("plain text", None, no_env).is_err());
     }
 }

@@ -195,7 +195,7 @@ fn the_reset_collects_only_after_proving_the_boot() {
     let steps = steps(&["switch-push-reset", "h"]);
     let position = |pred: &dyn Fn(&Step) -> bool| steps.iter().position(pred).unwrap();
     let rebuild = position(&|s| matches!(s, Step::Run(c) if c.program() == "nixos-rebuild"));
-    let read = position(&|s| matches!(s, Step::ReadBootState(_)));
+    let read = position(&|s| matches!(s, Step::ReadBootState { .. }));
     let reboot = position(&|s| matches!(s, Step::Reboot(_)));
     let wait = position(&|s| matches!(s, Step::WaitForNewBoot { .. }));
     let verify = position(&|s| matches!(s, Step::VerifyBooted(_)));

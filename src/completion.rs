@@ -1,19 +1,60 @@
-//! Host names for shell completion: the flake's configurations and the ssh config's `Host`
-//! aliases. The flake's names are cached, keyed by what they depend on, so that only the
-//! first Tab after a change pays for an evaluation.
+//! Shell completion. flakem answers completion requests itself (clap_complete's dynamic
+//! completion), so that host names can come from the flake's configurations and the ssh
+//! config's `Host` aliases, which static scripts cannot know. The flake's names are cached,
+//! keyed by what they depend on, so that only the first Tab after a change pays for an
+//! evaluation. Through a link named after a command (`switch-push`), flakem completes that
+//! command alone, under the link's name.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use clap_complete::engine::CompletionCandidate;
+use clap_complete::engine::{ArgValueCandidates, CompletionCandidate};
+use clap_complete::env::{Bash, CompleteEnv, Elvish, EnvCompleter, Fish, Powershell, Shells, Zsh};
 
-use crate::exec;
+use crate::cache;
+use crate::commands::{Action, Command};
 use crate::flake::{self, Names};
+use crate::options;
+use crate::process;
+use crate::resolve;
+
+/// With `COMPLETE=<shell>` set, prints that shell's registration script for the name flakem
+/// was started as, or answers its completion request, and exits; otherwise returns at once.
+pub fn complete_from_env() {
+    let called_as = std::env::args_os()
+        .next()
+        .and_then(|a| Command::called_as(&a));
+    CompleteEnv::with_factory(move || options::tree_as(tree(), called_as))
+        .shells(Shells(&[&Bash, &ZshAutoload, &Fish, &Elvish, &Powershell]))
+        .complete();
+}
+
+/// The command tree with its completers: hosts for `DEPLOY_HOST`, and where the action may
+/// stand, actions and hosts.
+fn tree() -> clap::Command {
+    Command::ALL.into_iter().fold(options::tree(), |tree, c| {
+        tree.mut_subcommand(c.name(), |sub| {
+            let sub = sub.mut_arg("DEPLOY_HOST", |a| {
+                a.add(ArgValueCandidates::new(candidates))
+            });
+            match c.takes_action() {
+                true => sub.mut_arg("ACTION", |a| {
+                    a.add(ArgValueCandidates::new(|| {
+                        let actions = Action::CHOSEN.map(|a| CompletionCandidate::new(a.name()));
+                        actions.into_iter().chain(candidates()).collect()
+                    }))
+                }),
+                false => sub,
+            }
+        })
+    })
+}
 
 /// What `DEPLOY_HOST` may be: configuration names, ssh aliases, and `@all`.
-pub fn candidates() -> Vec<CompletionCandidate> {
+fn candidates() -> Vec<CompletionCandidate> {
     let mut seen = Vec::new();
     let mut out = Vec::new();
     let flake_names = flake_names()
@@ -34,36 +75,24 @@ pub fn candidates() -> Vec<CompletionCandidate> {
 /// The flake of `FLAKEM_FLAKE`, or `.`: a completion has no other options to go by.
 fn flake_names() -> Names {
     let flake = std::env::var("FLAKEM_FLAKE").unwrap_or_else(|_| ".".into());
-    let Ok(cwd) = std::env::current_dir() else {
+    let (Ok(cwd), Ok(flake_ref)) = (std::env::current_dir(), resolve::flake_ref(&flake)) else {
         return Names::default();
     };
-    let cache = cache_dir().map(|d| d.join(format!("names-{:016x}.json", cache_key(&flake, &cwd))));
-    let cached = cache.as_ref().and_then(|c| std::fs::read_to_string(c).ok());
-    if let Some(Ok(names)) = cached.map(|text| serde_json::from_str(&text)) {
+    let key = format!("names-{:016x}.json", cache_key(&flake, &cwd));
+    if let Some(Ok(names)) = cache::read(&key).map(|text| serde_json::from_str(&text)) {
         return names;
     }
-    let Ok(out) = exec::output(&flake::eval_names(&flake, &cwd)) else {
+    let Ok(out) = process::output(&flake::eval_names(&flake_ref)) else {
         return Names::default();
     };
     let text = String::from_utf8_lossy(&out.stdout);
     let Ok(names) = serde_json::from_str::<Names>(&text) else {
         return Names::default();
     };
-    if let Some(cache) = cache
-        && out.status.success()
-    {
-        std::fs::create_dir_all(cache.parent().unwrap_or(Path::new("."))).ok();
-        std::fs::write(cache, text.as_bytes()).ok();
+    if out.status.success() {
+        cache::write(&key, &text);
     }
     names
-}
-
-/// flakem's cache: `$XDG_CACHE_HOME/flakem`, else `~/.cache/flakem`.
-pub fn cache_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("flakem"))
 }
 
 /// What the names depend on. A local flake: its lock and every file's path, size and
@@ -136,6 +165,47 @@ fn aliases_in(config: &str) -> Vec<String> {
         .filter(|h| !h.contains(['*', '?', '!']))
         .map(str::to_owned)
         .collect()
+}
+
+/// zsh's registration, made to work also when installed as an autoloaded `_COMMAND` file
+/// (as packages install it): zsh then runs the file on the first Tab, which only registers
+/// the completer, so on that first load the file also calls it.
+struct ZshAutoload;
+
+impl EnvCompleter for ZshAutoload {
+    fn name(&self) -> &'static str {
+        Zsh.name()
+    }
+
+    fn is(&self, name: &str) -> bool {
+        Zsh.is(name)
+    }
+
+    fn write_registration(
+        &self,
+        var: &str,
+        name: &str,
+        bin: &str,
+        completer: &str,
+        buf: &mut dyn Write,
+    ) -> io::Result<()> {
+        Zsh.write_registration(var, name, bin, completer, buf)?;
+        writeln!(
+            buf,
+            "[[ ${{zsh_eval_context[-1]}} == loadautofunc ]] && _clap_dynamic_completer_{} \"$@\"",
+            name.replace('-', "_")
+        )
+    }
+
+    fn write_complete(
+        &self,
+        cmd: &mut clap::Command,
+        args: Vec<std::ffi::OsString>,
+        current_dir: Option<&Path>,
+        buf: &mut dyn Write,
+    ) -> io::Result<()> {
+        Zsh.write_complete(cmd, args, current_dir, buf)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,227 @@
+//! Verdicts: what the result of a step means. Each is a pure function of what a child
+//! printed and how it ended, so that every judgement the executor makes (a host that
+//! refuses us, sudo that wants a password, the machine flakem runs on, a reboot that did or
+//! did not happen, the system a host booted) is tested with real outputs, without a host.
+
+use std::process::{ExitStatus, Output};
+
+use crate::advice::advice;
+use crate::error::Error;
+use crate::names::Host;
+use crate::ssh::{self, Ssh};
+
+/// ssh's own status when it could not connect, or the connection died.
+const SSH_FAILED: i32 = 255;
+
+/// A child's status: success, or the error that stops the plan with that status.
+pub fn status(program: &str, end: ExitStatus) -> Result<(), Error> {
+    Error::of_status(program, end)
+}
+
+/// The check before the build: the host answered ssh (and sudo, when `sudo`), and when the
+/// plan `reboots` it, it is not `here` (this machine's id). Its machine id, when it printed
+/// one.
+pub fn host_check(
+    host: &Host,
+    sudo: bool,
+    reboots: bool,
+    out: &Output,
+    ssh: &Ssh,
+    here: &str,
+) -> Result<Option<String>, Error> {
+    let err = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let id = stdout
+        .lines()
+        .next()
+        .map(str::trim)
+        .filter(|id| !id.is_empty());
+    let login = host.without_user();
+    match out.status.code() {
+        Some(0) if reboots => not_here(host, id, here).map(|()| id.map(str::to_owned)),
+        Some(0) => Ok(id.map(str::to_owned)),
+        Some(SSH_FAILED) => Err(Error::Check(format!(
+            "ssh to {host} failed: {}; {}",
+            last_line(&err),
+            advice(ssh, host, &err)
+        ))),
+        // The script's last command is sudo: 127 is the shell's "not found".
+        Some(127) if sudo => Err(Error::Check(format!(
+            "there is no sudo on {host} ({}): log in as root (root@{login}), or pass --no-sudo",
+            last_line(&err),
+        ))),
+        _ if sudo => Err(Error::Check(format!(
+            "sudo on {host} wants a password ({}): allow this login passwordless sudo, log in \
+             as root (root@{login}), or pass --no-sudo",
+            last_line(&err),
+        ))),
+        _ => status("ssh", out.status).map(|()| None),
+    }
+}
+
+/// Refuses to go on when `machine_id` is `here`: flakem never reboots the machine it runs on.
+pub fn not_here(host: &Host, machine_id: Option<&str>, here: &str) -> Result<(), Error> {
+    match machine_id {
+        Some(id) if id == here.trim() => Err(Error::Check(format!(
+            "{host} is this machine (same /etc/machine-id): flakem does not reboot the \
+             machine it runs on"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// What a host said before its reboot.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BootState {
+    pub boot_id: String,
+    /// The system its profile points at: what it boots next.
+    pub system: String,
+}
+
+/// Reads `cat boot_id; readlink -f profile; cat /etc/machine-id`, refusing this machine.
+pub fn boot_state(host: &Host, stdout: &str, here: &str) -> Result<BootState, Error> {
+    let mut lines = stdout.lines().map(str::trim).filter(|l| !l.is_empty());
+    let (Some(boot_id), Some(system)) = (lines.next(), lines.next()) else {
+        return Err(Error::Check(format!(
+            "could not read the boot id and system profile: {}",
+            stdout.trim()
+        )));
+    };
+    not_here(host, lines.next(), here)?;
+    Ok(BootState {
+        boot_id: boot_id.to_owned(),
+        system: system.to_owned(),
+    })
+}
+
+/// The system a build printed: its last line.
+pub fn built_system(program: &str, stdout: &str) -> Result<String, Error> {
+    stdout
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| Error::Check(format!("`{program}` printed nothing")))
+}
+
+/// The system a deploy left, as `readlink -f` printed it; nothing when it printed nothing.
+pub fn read_system(stdout: &str) -> Option<String> {
+    Some(stdout.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+/// A reboot's status: the connection dying under it (ssh's 255) is success.
+pub fn reboot(program: &str, end: ExitStatus) -> Result<(), Error> {
+    match end.code() {
+        Some(SSH_FAILED) => Ok(()),
+        _ => status(program, end),
+    }
+}
+
+/// After the reboot, `/run/booted-system` and `/run/current-system` must both be `want`.
+pub fn booted(stdout: &str, want: &str) -> Result<(), Error> {
+    let paths: Vec<&str> = stdout.lines().map(str::trim).collect();
+    if paths.len() == 2 && paths.iter().all(|p| *p == want) {
+        return Ok(());
+    }
+    Err(Error::CameBackWrong(format!(
+        "the host did not boot the deployed system {want}: booted-system is {}, \
+         current-system is {}; nothing was collected",
+        paths.first().unwrap_or(&"?"),
+        paths.get(1).unwrap_or(&"?"),
+    )))
+}
+
+/// One try of a wait for a host.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Try {
+    /// It answered as hoped; for a reboot, with this new boot id.
+    Done(Option<String>),
+    /// It answered with the boot id it had before the reboot: not back yet.
+    OldBoot,
+    /// Not yet, and why (ssh's last line).
+    NotYet(String),
+}
+
+/// A try of the wait for a new boot: `cat boot_id` over a fresh connection.
+pub fn new_boot(host: &Host, out: &Output, old: &str, ssh: &Ssh) -> Result<Try, Error> {
+    let err = String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        Some(0) => {
+            let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            Ok(match id == old {
+                true => Try::OldBoot,
+                false => Try::Done(Some(id)),
+            })
+        }
+        Some(SSH_FAILED) => refused_or_not_yet(host, "came back", ssh, &err),
+        _ => status("ssh", out.status).map(|()| Try::Done(None)),
+    }
+}
+
+/// A try of `ssh-wait`: ssh ran the user's command (its status is the wait's), or did not
+/// connect. Waiting does not change a key: a host that refuses us is said at once.
+pub fn ssh_wait(host: &Host, end: ExitStatus, stderr: &str, ssh: &Ssh) -> Result<Try, Error> {
+    match end.code() {
+        Some(SSH_FAILED) if stderr.trim().is_empty() => Ok(Try::NotYet("no answer".into())),
+        Some(SSH_FAILED) => refused_or_not_yet(host, "answers", ssh, stderr),
+        _ => status("ssh", end).map(|()| Try::Done(None)),
+    }
+}
+
+fn refused_or_not_yet(host: &Host, how: &str, ssh: &Ssh, stderr: &str) -> Result<Try, Error> {
+    match refuses_us(stderr) {
+        true => Err(Error::CameBackWrong(format!(
+            "{host} {how} but refuses us: {}; {}",
+            last_line(stderr),
+            advice(ssh, host, stderr)
+        ))),
+        false => Ok(Try::NotYet(last_line(stderr).to_owned())),
+    }
+}
+
+/// A host that answers but turns us away: waiting longer changes nothing.
+fn refuses_us(stderr: &str) -> bool {
+    [
+        "Permission denied",
+        "Host key verification failed",
+        "REMOTE HOST IDENTIFICATION HAS CHANGED",
+        "Too many authentication failures",
+    ]
+    .iter()
+    .any(|m| stderr.contains(m))
+}
+
+/// A copy's status: a failure names the usual cause, a login nix does not trust.
+pub fn copy(host: &Host, program: &str, end: ExitStatus) -> Result<(), Error> {
+    status(program, end).map_err(|e| match e {
+        Error::StepFailed { status, .. } => Error::CopyFailed {
+            host: host.to_string(),
+            status,
+        },
+        e => e,
+    })
+}
+
+/// Where ssh would connect, from `ssh -G`, for cheap TCP probes: `(hostname, port)`, or
+/// none when a proxy stands in between.
+pub fn probe_target(config: &str) -> Option<(String, u16)> {
+    let value = |key| ssh::config_value(config, key);
+    let proxied = |key| value(key).is_some_and(|v| v != "none");
+    if proxied("proxycommand") || proxied("proxyjump") {
+        return None;
+    }
+    Some((value("hostname")?, value("port")?.parse().ok()?))
+}
+
+/// The last line that says something, for one-line messages.
+pub fn last_line(text: &str) -> &str {
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no answer")
+        .trim()
+}
+
+#[cfg(test)]
+mod tests;
