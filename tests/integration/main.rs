@@ -6,6 +6,8 @@ mod darwin_home;
 mod e2e;
 mod fleet;
 mod packaging;
+mod plan_vs_trace;
+mod regressions;
 mod ssh_deploy;
 mod support;
 mod testbed;
