@@ -43,7 +43,7 @@ pub struct Console {
     shared: bool,
     /// stdout is the JSON summary's: children's stdout goes to stderr.
     json: bool,
-    log: Option<Mutex<File>>,
+    log: Option<Log>,
     tail: Mutex<VecDeque<String>>,
 }
 
@@ -58,7 +58,9 @@ impl Console {
         let log = match log_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
-                Some(Mutex::new(File::create(dir.join(format!("{host}.log")))?))
+                Some(Log(Mutex::new(File::create(
+                    dir.join(format!("{host}.log")),
+                )?)))
             }
             None => None,
         };
@@ -98,14 +100,7 @@ impl Console {
             };
         }
         if let Some(log) = &self.log {
-            log.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .write_all(line.as_bytes())
-                .ok();
-            log.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .write_all(b"\n")
-                .ok();
+            log.line(line);
         }
         let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
         if tail.len() == TAIL {
@@ -180,5 +175,43 @@ impl Console {
             tail.push_back(line);
         }
         Vec::from(tail).join("\n")
+    }
+}
+
+/// A host's `--log-dir` file, written by its stdout and stderr threads at once.
+struct Log(Mutex<File>);
+
+impl Log {
+    /// One write under one lock: a line is never split from its newline by the other
+    /// thread's line.
+    fn line(&self, line: &str) {
+        let whole = format!("{line}\n");
+        let mut file = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        file.write_all(whole.as_bytes()).ok();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two threads, as a host's stdout and stderr are, each writing lines into one log:
+    /// every line of the log is whole.
+    #[test]
+    fn a_log_gets_whole_lines_from_two_streams() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web1.log");
+        let log = Log(Mutex::new(File::create(&path).unwrap()));
+        let (out, err) = ("o".repeat(100), "e".repeat(100));
+        std::thread::scope(|s| {
+            s.spawn(|| (0..20000).for_each(|_| log.line(&out)));
+            s.spawn(|| (0..20000).for_each(|_| log.line(&err)));
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 40000);
+        assert!(
+            text.lines().all(|l| l == out || l == err),
+            "a line was split"
+        );
     }
 }
