@@ -201,7 +201,14 @@ impl Run<'_> {
             _ => &plain,
         };
         let out = process::reported(console, eval)?;
-        process::check(eval, out.status)?;
+        // Named for what failed: not a host's step, the one evaluation of them all.
+        process::check(eval, out.status).map_err(|e| match e {
+            Error::StepFailed { status, .. } => Error::StepFailed {
+                program: "nix eval".into(),
+                status,
+            },
+            e => e,
+        })?;
         let drvs = flake::parse_drvs(&out.stdout, wanted.clone().count())?;
         let wanting = self.parts.iter().zip(self.executors);
         let wanting = wanting.filter(|(p, _)| p.plan.drv_of.is_some());
