@@ -10,16 +10,22 @@ use crate::kind::Kind;
 use crate::plan::Plans;
 use crate::resolve::World;
 
-/// Prints what the world was assumed to be, then the plan of every host.
+/// Prints what the world was assumed to be, then the plan of every host. The evaluation of
+/// derivations runs once every host passed its checks: with one host, between its checks
+/// and its steps; with several, on its own before their sections.
 pub fn print(job: &Job, world: &World, plans: &Plans) {
     let mut out = String::new();
     for assumption in &world.assumptions {
         writeln!(out, "# {assumption}").ok();
     }
-    if let Some(eval) = &plans.eval {
-        writeln!(out, "+ {eval}\n# one evaluation gives each host's <drv>").ok();
-    }
     let several = world.machines.len() > 1;
+    let eval = plans
+        .eval
+        .as_ref()
+        .map(|eval| format!("+ {eval}\n# one evaluation gives each host's <drv>\n"));
+    if several && let Some(eval) = &eval {
+        out.push_str(eval);
+    }
     for (machine, plan) in world.machines.iter().zip(&plans.hosts) {
         if several {
             writeln!(out, "# [{}]", machine.host).ok();
@@ -38,7 +44,13 @@ pub fn print(job: &Job, world: &World, plans: &Plans) {
             };
             writeln!(out, "# check: `{target}` is in {kind}").ok();
         }
-        write!(out, "{plan}").ok();
+        for step in &plan.checks {
+            writeln!(out, "{step}").ok();
+        }
+        if !several && let Some(eval) = &eval {
+            out.push_str(eval);
+        }
+        plan.fmt_after_checks(&mut out).ok();
     }
     console::print_stdout(&out);
 }

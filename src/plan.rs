@@ -82,7 +82,7 @@ pub enum Step {
     Report { host: Host },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     /// Run for every host before any host's steps: nothing is built if one fails.
     pub checks: Vec<Step>,
@@ -166,65 +166,15 @@ pub fn plans(job: &Job, world: &World) -> Plans {
 pub fn plan(job: &Job, machine: &Machine, cx: &Context) -> Plan {
     let host = &machine.host;
     let sockets = Sockets::in_dir(&cx.control_dir);
-    let before = Connection::Shared(&sockets.before);
-    let mut checks = Vec::new();
-    let mut steps = Vec::new();
     let placement = job.command.placement();
-    let remote =
-        placement.is_some_and(|h| h != Placement::Local) || job.command == Command::SshDeploy;
-    if job.check && remote {
-        // Home Manager activates as the user; everything else as root.
-        let sudo = job.sudo && job.action != Action::Build && machine.kind != Kind::Home;
-        let resets = job.command.resets();
-        checks.push(check_host(cx.ssh, before, host, sudo, resets));
-        if let Some(builder) = job.build_host.as_ref().filter(|_| job.command.pushes()) {
-            let conn = Connection::Shared(&sockets.builder);
-            checks.push(check_host(cx.ssh, conn, builder, false, false));
+    let checks = checks(job, machine, cx, &sockets);
+    let mut plan = match (placement, &machine.target) {
+        (Some(placement), Some(target)) => {
+            deploy(job, machine.kind, placement, host, target, cx, &sockets)
         }
-    }
-    let mut prepare = Vec::new();
-    let mut drv_of = None;
-    if let (Some(placement), Some(target)) = (placement, &machine.target) {
-        match machine.kind {
-            Kind::Nixos if !job.diff => {
-                steps.push(Step::Run(rebuild(job, placement, host, target, cx.dialect)));
-            }
-            Kind::Home
-                if placement == Placement::Local
-                    && job.action != Action::Build
-                    && cx.home_manager =>
-            {
-                let mut argv = ["home-manager", "switch", "--flake"]
-                    .map(str::to_owned)
-                    .to_vec();
-                argv.push(format!("{}#{target}", job.flake));
-                argv.extend(job.rest.iter().cloned());
-                steps.push(Step::Run(Cmd::new(argv)));
-            }
-            kind => {
-                let built = build(job, kind, placement, host, target, cx, &sockets);
-                // Everything but a local `build` (one `nix build`) builds `<drv>`.
-                if placement != Placement::Local || job.action != Action::Build {
-                    drv_of = Some(kind.attribute(target));
-                }
-                let activation = activation(job, kind, placement, host, cx, &sockets);
-                if job.diff {
-                    prepare = built;
-                    prepare.push(diff(host, cx, &sockets));
-                } else {
-                    steps.extend(built);
-                }
-                if kind == Kind::Home && placement == Placement::Local && !activation.is_empty() {
-                    steps.push(Step::Note(
-                        "home-manager is not installed; running the activation package's \
-                         activate directly"
-                            .into(),
-                    ));
-                }
-                steps.extend(activation);
-            }
-        }
-    }
+        _ => Plan::default(),
+    };
+    let steps = &mut plan.steps;
     if job.command == Command::SshDeploy
         && let Some(secret) = cx.secret
     {
@@ -245,30 +195,110 @@ pub fn plan(job: &Job, machine: &Machine, cx: &Context) -> Plan {
         && placement.is_some_and(|h| h != Placement::Local)
         && let Some(link) = deployed_link(job.action)
     {
+        let before = Connection::Shared(&sockets.before);
         let read = cx.ssh.script(before, host, &[&["readlink", "-f", link]]);
         steps.push(Step::ReadSystem(read));
     }
-    // Every control master a step may have started is closed on any way out.
+    plan.checks = checks;
+    plan.finally = finally(job, &plan, host, cx.ssh, &sockets);
+    plan
+}
+
+/// Before any build: the host answers, and so does a build host of a push.
+fn checks(job: &Job, machine: &Machine, cx: &Context, sockets: &Sockets) -> Vec<Step> {
+    let remote = job
+        .command
+        .placement()
+        .is_some_and(|h| h != Placement::Local)
+        || job.command == Command::SshDeploy;
+    if !job.check || !remote {
+        return Vec::new();
+    }
+    // Home Manager activates as the user; everything else as root.
+    let sudo = job.sudo && job.action != Action::Build && machine.kind != Kind::Home;
+    let before = Connection::Shared(&sockets.before);
+    let mut checks = vec![check_host(
+        cx.ssh,
+        before,
+        &machine.host,
+        sudo,
+        job.command.resets(),
+    )];
+    if let Some(builder) = job.build_host.as_ref().filter(|_| job.command.pushes()) {
+        let conn = Connection::Shared(&sockets.builder);
+        checks.push(check_host(cx.ssh, conn, builder, false, false));
+    }
+    checks
+}
+
+/// The build and activation of `target`: one `nixos-rebuild` when it can, else by hand
+/// from `<drv>` (with `--diff`, the build goes in `prepare`).
+fn deploy(
+    job: &Job,
+    kind: Kind,
+    placement: Placement,
+    host: &Host,
+    target: &Target,
+    cx: &Context,
+    sockets: &Sockets,
+) -> Plan {
+    let mut plan = Plan::default();
+    let local = placement == Placement::Local;
+    match kind {
+        Kind::Nixos if !job.diff => {
+            let rebuild = rebuild(job, placement, host, target, cx.dialect);
+            plan.steps.push(Step::Run(rebuild));
+        }
+        Kind::Home if local && job.action != Action::Build && cx.home_manager => {
+            let mut argv = ["home-manager", "switch", "--flake"]
+                .map(str::to_owned)
+                .to_vec();
+            argv.push(format!("{}#{target}", job.flake));
+            argv.extend(job.rest.iter().cloned());
+            plan.steps.push(Step::Run(Cmd::new(argv)));
+        }
+        kind => {
+            let built = build(job, kind, placement, host, target, cx, sockets);
+            // Everything but a local `build` (one `nix build`) builds `<drv>`.
+            if !local || job.action != Action::Build {
+                plan.drv_of = Some(kind.attribute(target));
+            }
+            let activation = activation(job, kind, placement, host, cx, sockets);
+            if job.diff {
+                plan.prepare = built;
+                plan.prepare.push(diff(host, cx, sockets));
+            } else {
+                plan.steps.extend(built);
+            }
+            if kind == Kind::Home && local && !activation.is_empty() {
+                plan.steps.push(Step::Note(
+                    "home-manager is not installed; running the activation package's \
+                     activate directly"
+                        .into(),
+                ));
+            }
+            plan.steps.extend(activation);
+        }
+    }
+    plan
+}
+
+/// Every control master a step of `plan` may have started, closed on any way out.
+fn finally(job: &Job, plan: &Plan, host: &Host, ssh: &Ssh, sockets: &Sockets) -> Vec<Step> {
     let mut finally = Vec::new();
-    let uses_before = !checks.is_empty()
-        || !prepare.is_empty()
-        || steps.iter().any(|s| matches!(s, Step::ReadSystem(_)));
+    let uses_before = !plan.checks.is_empty()
+        || !plan.prepare.is_empty()
+        || plan.steps.iter().any(|s| matches!(s, Step::ReadSystem(_)));
     if uses_before || job.command.resets() {
-        finally.push(close(cx.ssh, &sockets.before, host));
+        finally.push(close(ssh, &sockets.before, host));
     }
     if job.command.resets() {
-        finally.push(close(cx.ssh, &sockets.after, host));
+        finally.push(close(ssh, &sockets.after, host));
     }
-    if let Some(builder) = job.build_host.as_ref().filter(|_| checks.len() > 1) {
-        finally.push(close(cx.ssh, &sockets.builder, builder));
+    if let Some(builder) = job.build_host.as_ref().filter(|_| plan.checks.len() > 1) {
+        finally.push(close(ssh, &sockets.builder, builder));
     }
-    Plan {
-        checks,
-        prepare,
-        drv_of,
-        steps,
-        finally,
-    }
+    finally
 }
 
 /// Builds the configuration where the command says, as nixos-rebuild does in flake mode:
@@ -684,9 +714,17 @@ impl Step {
 /// The dry-run form of the whole plan.
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for step in &self.checks {
-            writeln!(f, "{step}")?;
-        }
+        self.checks
+            .iter()
+            .try_for_each(|step| writeln!(f, "{step}"))?;
+        self.fmt_after_checks(f)
+    }
+}
+
+impl Plan {
+    /// The dry-run form of everything after the checks: what runs once every host passed
+    /// them.
+    pub fn fmt_after_checks(&self, f: &mut impl fmt::Write) -> fmt::Result {
         for step in &self.prepare {
             writeln!(f, "{step}")?;
         }
@@ -699,10 +737,12 @@ impl fmt::Display for Plan {
         if !self.finally.is_empty() {
             writeln!(
                 f,
-                "# on any way out, a control master still open is closed as above"
+                "# on any way out, each control master still open is closed:"
             )?;
         }
-        Ok(())
+        self.finally
+            .iter()
+            .try_for_each(|step| writeln!(f, "{step}"))
     }
 }
 
