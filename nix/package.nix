@@ -14,7 +14,7 @@
 let
   commands = import ./commands.nix;
   names = lib.escapeShellArgs commands;
-  # The nixos-rebuild flakem runs, under its plain name, and its dialect (NIXOS-REBUILD.md):
+  # The nixos-rebuild flakem runs, under its plain name, and its dialect (docs/NIXOS-REBUILD.md):
   # known here, so the packaged flakem never probes.
   nixos-rebuild = nixos-rebuild-ng.override { withNgSuffix = false; };
   dialect = "ng";

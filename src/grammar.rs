@@ -1,4 +1,4 @@
-//! PRODUCT.md's command grammar, word by word:
+//! The command grammar of docs/PRODUCT.md, word by word:
 //!
 //! ```text
 //! flakem [OPTIONS] COMMAND [OPTIONS] [ACTION] DEPLOY_HOST [FLAKE_TARGET] [NIX_OPTIONS...]

@@ -590,7 +590,7 @@ fn hm_push_to_a_user_nix_does_not_trust_fails_before_activating() {
     let state = home_state(&big, "/home/alice");
     assert_eq!(state.link, None, "nothing activated: {}", out.stderr);
     assert!(state.log.is_empty());
-    // NIXOS-REBUILD.md: copies by an untrusted user fail; flakem says so.
+    // docs/NIXOS-REBUILD.md: copies by an untrusted user fail; flakem says so.
     assert!(
         out.messages().iter().any(|m| m.contains("trusted")),
         "a line saying alice must be a trusted user of the host's nix: {}",

@@ -5,6 +5,7 @@ mod cli;
 mod darwin_home;
 mod e2e;
 mod fleet;
+mod layers;
 mod packaging;
 mod plan_vs_trace;
 mod regressions;

@@ -504,7 +504,7 @@ fn a_missing_or_empty_key_file_is_refused_before_anything_runs() {
     }
 }
 
-/// A failing step stops the plan (PRODUCT.md): when the key cannot be decrypted, nothing
+/// A failing step stops the plan (docs/PRODUCT.md): when the key cannot be decrypted, nothing
 /// reaches the host, and a key it already has stays as it was (an empty key.txt would leave
 /// sops-nix unable to decrypt anything at the next activation).
 #[test]
