@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::cmd::Cmd;
+use crate::cmd::{Cmd, Word};
 
 /// Which `nixos-rebuild` flakem is talking to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,7 +58,7 @@ pub fn probe() -> Cmd {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .to_vec(),
         argv: ["nixos-rebuild", "--no-reexec", "--flakem-probe", "build"]
-            .map(str::to_owned)
+            .map(Word::from)
             .to_vec(),
     }
 }

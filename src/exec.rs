@@ -6,12 +6,12 @@ use std::io::{Read, Write};
 use std::process::{ExitStatus, Stdio};
 use std::time::Instant;
 
-use crate::cmd::Cmd;
+use crate::cmd::{Cmd, Value};
 use crate::console::{Console, Stream};
 use crate::duration::Timeout;
 use crate::error::Error;
 use crate::names::Host;
-use crate::plan::{Plan, Step, Value};
+use crate::plan::{Plan, Step};
 use crate::process;
 use crate::ssh::Ssh;
 use crate::verdict;

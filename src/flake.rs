@@ -8,7 +8,7 @@
 
 use serde::Deserialize;
 
-use crate::cmd::{Cmd, nix};
+use crate::cmd::{Cmd, Word, nix};
 use crate::error::Error;
 use crate::kind::Kind;
 use crate::names::Target;
@@ -26,8 +26,8 @@ pub struct Names {
 /// it: a local path made absolute (resolve's `flake_ref`).
 fn eval(flake: &str, body: &str, rest: &[String]) -> Cmd {
     let expr = format!("let f = builtins.getFlake {}; in {body}", nix_string(flake));
-    let mut argv = nix(&["eval", "--json", "--impure", "--expr", &expr]);
-    argv.extend(rest.iter().cloned());
+    let mut argv = nix(["eval", "--json", "--impure", "--expr", &expr]);
+    argv.extend(rest.iter().map(Word::from));
     Cmd::new(argv)
 }
 
@@ -164,6 +164,7 @@ mod tests {
             cmd.argv
                 .last()
                 .unwrap()
+                .shown()
                 .contains("getFlake \"github:me/infra\"")
         );
     }

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::cmd::{Cmd, nix};
+use crate::cmd::{Cmd, Value, Word, nix};
 use crate::commands::{Action, Command, Placement};
 use crate::dialect::Dialect;
 use crate::duration::Timeout;
@@ -12,10 +12,9 @@ use crate::flake;
 use crate::job::{Job, Machine};
 use crate::kind::Kind;
 use crate::names::{Host, Target};
-use crate::quote;
 use crate::resolve::World;
 use crate::secret::Secret;
-use crate::ssh::{Connection, Sockets, Ssh};
+use crate::ssh::{self, Connection, Sockets, Ssh};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -97,24 +96,6 @@ pub struct Plan {
     pub finally: Vec<Step>,
 }
 
-/// A value a step learns at run time, written as a placeholder in the plan.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Value {
-    /// The system's derivation, evaluated here.
-    Drv,
-    /// The built system's store path.
-    System,
-}
-
-impl Value {
-    pub fn placeholder(self) -> &'static str {
-        match self {
-            Value::Drv => "<drv>",
-            Value::System => "<system>",
-        }
-    }
-}
-
 /// What a plan depends on besides the job.
 pub struct Context<'a> {
     pub dialect: Dialect,
@@ -169,9 +150,16 @@ pub fn plan(job: &Job, machine: &Machine, cx: &Context) -> Plan {
     let placement = job.command.placement();
     let checks = checks(job, machine, cx, &sockets);
     let mut plan = match (placement, &machine.target) {
-        (Some(placement), Some(target)) => {
-            deploy(job, machine.kind, placement, host, target, cx, &sockets)
+        (Some(placement), Some(target)) => Deploy {
+            job,
+            kind: machine.kind,
+            placement,
+            host,
+            target,
+            cx,
+            sockets: &sockets,
         }
+        .plan(),
         _ => Plan::default(),
     };
     let steps = &mut plan.steps;
@@ -184,7 +172,11 @@ pub fn plan(job: &Job, machine: &Machine, cx: &Context) -> Plan {
         steps.push(Step::WaitForSsh {
             host: host.clone(),
             resolve: cx.ssh.resolve(host),
-            attempt: cx.ssh.raw(Connection::Fresh, host, &job.rest),
+            attempt: cx.ssh.raw(
+                Connection::Fresh,
+                host,
+                job.rest.iter().map(Word::from).collect(),
+            ),
             timeout: job.timeout,
             ssh: cx.ssh.clone(),
         });
@@ -231,56 +223,244 @@ fn checks(job: &Job, machine: &Machine, cx: &Context, sockets: &Sockets) -> Vec<
     checks
 }
 
-/// The build and activation of `target`: one `nixos-rebuild` when it can, else by hand
-/// from `<drv>` (with `--diff`, the build goes in `prepare`).
-fn deploy(
-    job: &Job,
+/// One host's deploy of one configuration: what its build and activation steps need.
+#[derive(Clone, Copy)]
+struct Deploy<'a> {
+    job: &'a Job,
     kind: Kind,
     placement: Placement,
-    host: &Host,
-    target: &Target,
-    cx: &Context,
-    sockets: &Sockets,
-) -> Plan {
-    let mut plan = Plan::default();
-    let local = placement == Placement::Local;
-    match kind {
-        Kind::Nixos if !job.diff => {
-            let rebuild = rebuild(job, placement, host, target, cx.dialect);
-            plan.steps.push(Step::Run(rebuild));
+    host: &'a Host,
+    target: &'a Target,
+    cx: &'a Context<'a>,
+    sockets: &'a Sockets,
+}
+
+impl Deploy<'_> {
+    /// The build and activation of `target`: one `nixos-rebuild` when it can, else by hand
+    /// from `<drv>` (with `--diff`, the build goes in `prepare`).
+    fn plan(&self) -> Plan {
+        let Deploy {
+            job,
+            kind,
+            placement,
+            target,
+            cx,
+            ..
+        } = *self;
+        let mut plan = Plan::default();
+        let local = placement == Placement::Local;
+        match kind {
+            Kind::Nixos if !job.diff => {
+                let rebuild = self.rebuild();
+                plan.steps.push(Step::Run(rebuild));
+            }
+            Kind::Home if local && job.action != Action::Build && cx.home_manager => {
+                let mut argv = ["home-manager", "switch", "--flake"]
+                    .map(str::to_owned)
+                    .to_vec();
+                argv.push(format!("{}#{target}", job.flake));
+                argv.extend(job.rest.iter().cloned());
+                plan.steps.push(Step::Run(Cmd::new(argv)));
+            }
+            kind => {
+                let built = self.build();
+                // Everything but a local `build` (one `nix build`) builds `<drv>`.
+                if !local || job.action != Action::Build {
+                    plan.drv_of = Some(kind.attribute(target));
+                }
+                let activation = self.activation();
+                if job.diff {
+                    plan.prepare = built;
+                    plan.prepare.push(self.diff());
+                } else {
+                    plan.steps.extend(built);
+                }
+                if kind == Kind::Home && local && !activation.is_empty() {
+                    plan.steps.push(Step::Note(
+                        "home-manager is not installed; running the activation package's \
+                         activate directly"
+                            .into(),
+                    ));
+                }
+                plan.steps.extend(activation);
+            }
         }
-        Kind::Home if local && job.action != Action::Build && cx.home_manager => {
-            let mut argv = ["home-manager", "switch", "--flake"]
-                .map(str::to_owned)
-                .to_vec();
-            argv.push(format!("{}#{target}", job.flake));
-            argv.extend(job.rest.iter().cloned());
-            plan.steps.push(Step::Run(Cmd::new(argv)));
+        plan
+    }
+    /// Builds the configuration where the command says, as nixos-rebuild does in flake mode:
+    /// build `<drv>` (evaluated here) here, or on the host after copying it there; copy the
+    /// result to a host that activates it. A local `build` is one `nix build` with `./result`.
+    fn build(&self) -> Vec<Step> {
+        let Deploy {
+            job,
+            kind,
+            placement,
+            host,
+            target,
+            cx,
+            sockets,
+        } = *self;
+        let attribute = format!("{}#{}", job.flake, kind.attribute(target));
+        if placement == Placement::Local && job.action == Action::Build {
+            let argv = nix(["build", attribute.as_str()]).into_iter();
+            return vec![Step::Run(Cmd::new(
+                argv.chain(job.rest.iter().map(Word::from)),
+            ))];
         }
-        kind => {
-            let built = build(job, kind, placement, host, target, cx, sockets);
-            // Everything but a local `build` (one `nix build`) builds `<drv>`.
-            if !local || job.action != Action::Build {
-                plan.drv_of = Some(kind.attribute(target));
+        // `<drv>` comes from the one evaluation of every host's derivation (`Plan::drv_of`).
+        let mut steps = Vec::new();
+        let (drv, system) = (Word::value(Value::Drv), Word::value(Value::System));
+        let realise = vec![Word::from("nix-store"), "--realise".into(), drv.clone()];
+        let realise_here = Step::Build(Cmd::new(realise.clone()));
+        match placement {
+            Placement::Local => steps.push(realise_here),
+            Placement::Pull => {
+                steps.push(self.copy(vec!["--derivation".into(), drv]));
+                let before = Connection::Shared(&sockets.before);
+                let realise = cx.ssh.script_of(before, host, &[realise]);
+                steps.push(Step::Build(realise));
             }
-            let activation = activation(job, kind, placement, host, cx, sockets);
-            if job.diff {
-                plan.prepare = built;
-                plan.prepare.push(diff(host, cx, sockets));
-            } else {
-                plan.steps.extend(built);
+            Placement::Push => {
+                steps.push(realise_here);
+                steps.push(self.copy(vec![system]));
             }
-            if kind == Kind::Home && local && !activation.is_empty() {
-                plan.steps.push(Step::Note(
-                    "home-manager is not installed; running the activation package's \
-                     activate directly"
-                        .into(),
-                ));
+        }
+        steps
+    }
+    /// `nix copy` to the host's store; its ssh shares flakem's connection to the host. nix-darwin
+    /// hosts get the faster `ssh-ng://`, falling back to `ssh://` where their nix lacks it.
+    fn copy(&self, what: Vec<Word>) -> Step {
+        let Deploy {
+            kind,
+            host,
+            cx,
+            sockets,
+            ..
+        } = *self;
+        let control = format!(
+            "-o ControlMaster=auto -o ControlPath={} -o ControlPersist=60",
+            sockets.before.display()
+        );
+        let sshopts = [cx.ssh.user_options.join(" "), control].join(" ");
+        let to = |scheme: &str| {
+            let store = format!("{scheme}://{host}");
+            // A system built here is unsigned: the host must not ask for signatures (it still
+            // refuses a login that is not one of its trusted users).
+            let mut argv = nix(["copy", "-s", "--no-check-sigs", "--to", &store]);
+            argv.extend(what.iter().cloned());
+            Cmd {
+                env: vec![("NIX_SSHOPTS".to_owned(), sshopts.trim().to_owned())],
+                argv,
             }
-            plan.steps.extend(activation);
+        };
+        let (cmd, fallback) = match kind {
+            Kind::Darwin => (to("ssh-ng"), Some(to("ssh"))),
+            _ => (to("ssh"), None),
+        };
+        Step::Copy {
+            host: host.clone(),
+            cmd,
+            fallback,
         }
     }
-    plan
+    /// `--diff`: the package changes between what the host runs and `<system>`, shown there.
+    fn diff(&self) -> Step {
+        let Deploy {
+            host, cx, sockets, ..
+        } = *self;
+        let mut diff = nix(["store", "diff-closures", "/run/current-system"]);
+        diff.push(Word::value(Value::System));
+        let script = Word::from("if [ -e /run/current-system ]; then ")
+            .and(ssh::shell_line(&diff))
+            .and("; else echo 'nothing runs there yet'; fi");
+        let before = Connection::Shared(&sockets.before);
+        Step::Run(cx.ssh.raw(before, host, vec![script]))
+    }
+    /// Activates `<system>` once built (and copied): what nixos-rebuild, darwin-rebuild or
+    /// home-manager would run.
+    fn activation(&self) -> Vec<Step> {
+        let Deploy {
+            job,
+            kind,
+            placement,
+            host,
+            cx,
+            sockets,
+            ..
+        } = *self;
+        let system = || Word::value(Value::System);
+        let action = job.action.name();
+        if job.action == Action::Build {
+            return Vec::new();
+        }
+        if kind == Kind::Nixos && cx.dialect == Dialect::Ng {
+            // ng activates a prebuilt path itself.
+            let mut argv: Vec<Word> = vec!["nixos-rebuild".into(), action.into()];
+            argv.extend(cx.dialect.house_flags(job.sudo).into_iter().map(Word::from));
+            argv.extend(["--store-path".into(), system()]);
+            argv.extend(["--target-host", host.as_str()].map(Word::from));
+            return vec![Step::Run(Cmd::new(argv))];
+        }
+        let sudo: Vec<Word> = match job.sudo && kind != Kind::Home {
+            true => vec!["sudo".into()],
+            false => Vec::new(),
+        };
+        let activate = match kind {
+            Kind::Nixos => system().and("/bin/switch-to-configuration"),
+            Kind::Darwin | Kind::Home => system().and("/activate"),
+        };
+        let mut commands: Vec<Vec<Word>> = Vec::new();
+        // Setting the profile first is what makes the generation survive a reboot.
+        if kind != Kind::Home && matches!(job.action, Action::Switch | Action::Boot) {
+            let set = ["nix-env", "-p", PROFILE, "--set"].map(Word::from);
+            commands.push([sudo.clone(), set.to_vec(), vec![system()]].concat());
+        }
+        let args: Vec<Word> = match kind {
+            Kind::Nixos => vec![action.into()],
+            _ => Vec::new(),
+        };
+        commands.push([sudo, vec![activate], args].concat());
+        let before = Connection::Shared(&sockets.before);
+        commands
+            .into_iter()
+            .map(|words| match placement {
+                Placement::Local => Step::Run(Cmd::new(words)),
+                _ => Step::Run(cx.ssh.script_of(before, host, &[words])),
+            })
+            .collect()
+    }
+    /// `nixos-rebuild ACTION <house flags> [--build-host H] [--target-host H] --flake F#T ...`.
+    fn rebuild(&self) -> Cmd {
+        let Deploy {
+            job,
+            placement,
+            host,
+            target,
+            cx,
+            ..
+        } = *self;
+        let mut argv = vec!["nixos-rebuild".to_owned(), job.action.name().to_owned()];
+        argv.extend(
+            cx.dialect
+                .house_flags(job.sudo)
+                .into_iter()
+                .map(str::to_owned),
+        );
+        let builder = match placement {
+            Placement::Pull => Some(host),
+            Placement::Push => job.build_host.as_ref(),
+            Placement::Local => None,
+        };
+        if let Some(builder) = builder {
+            argv.extend(["--build-host".to_owned(), builder.to_string()]);
+        }
+        if placement != Placement::Local {
+            argv.extend(["--target-host".to_owned(), host.to_string()]);
+        }
+        argv.extend(["--flake".to_owned(), job.flake_attr(target)]);
+        argv.extend(job.rest.iter().cloned());
+        Cmd::new(argv)
+    }
 }
 
 /// Every control master a step of `plan` may have started, closed on any way out.
@@ -299,149 +479,6 @@ fn finally(job: &Job, plan: &Plan, host: &Host, ssh: &Ssh, sockets: &Sockets) ->
         finally.push(close(ssh, &sockets.builder, builder));
     }
     finally
-}
-
-/// Builds the configuration where the command says, as nixos-rebuild does in flake mode:
-/// build `<drv>` (evaluated here) here, or on the host after copying it there; copy the
-/// result to a host that activates it. A local `build` is one `nix build` with `./result`.
-fn build(
-    job: &Job,
-    kind: Kind,
-    placement: Placement,
-    host: &Host,
-    target: &Target,
-    cx: &Context,
-    sockets: &Sockets,
-) -> Vec<Step> {
-    let attribute = format!("{}#{}", job.flake, kind.attribute(target));
-    if placement == Placement::Local && job.action == Action::Build {
-        let mut argv = nix(&["build", &attribute]);
-        argv.extend(job.rest.iter().cloned());
-        return vec![Step::Run(Cmd::new(argv))];
-    }
-    // `<drv>` comes from the one evaluation of every host's derivation (`Plan::drv_of`).
-    let mut steps = Vec::new();
-    let (drv, system) = (Value::Drv.placeholder(), Value::System.placeholder());
-    let realise_here = Step::Build(Cmd::new(
-        ["nix-store", "--realise", drv].map(str::to_owned).to_vec(),
-    ));
-    match placement {
-        Placement::Local => steps.push(realise_here),
-        Placement::Pull => {
-            steps.push(copy(kind, host, cx, sockets, &["--derivation", drv]));
-            let realise = cx.ssh.script(
-                Connection::Shared(&sockets.before),
-                host,
-                &[&["nix-store", "--realise", drv]],
-            );
-            steps.push(Step::Build(realise));
-        }
-        Placement::Push => {
-            steps.push(realise_here);
-            steps.push(copy(kind, host, cx, sockets, &[system]));
-        }
-    }
-    steps
-}
-
-/// `nix copy` to the host's store; its ssh shares flakem's connection to the host. nix-darwin
-/// hosts get the faster `ssh-ng://`, falling back to `ssh://` where their nix lacks it.
-fn copy(kind: Kind, host: &Host, cx: &Context, sockets: &Sockets, what: &[&str]) -> Step {
-    let control = format!(
-        "-o ControlMaster=auto -o ControlPath={} -o ControlPersist=60",
-        sockets.before.display()
-    );
-    let sshopts = [cx.ssh.user_options.join(" "), control].join(" ");
-    let to = |scheme: &str| {
-        let store = format!("{scheme}://{host}");
-        // A system built here is unsigned: the host must not ask for signatures (it still
-        // refuses a login that is not one of its trusted users).
-        let mut argv = nix(&["copy", "-s", "--no-check-sigs", "--to", &store]);
-        argv.extend(what.iter().map(|w| w.to_string()));
-        Cmd {
-            env: vec![("NIX_SSHOPTS".to_owned(), sshopts.trim().to_owned())],
-            argv,
-        }
-    };
-    let (cmd, fallback) = match kind {
-        Kind::Darwin => (to("ssh-ng"), Some(to("ssh"))),
-        _ => (to("ssh"), None),
-    };
-    Step::Copy {
-        host: host.clone(),
-        cmd,
-        fallback,
-    }
-}
-
-/// `--diff`: the package changes between what the host runs and `<system>`, shown there.
-fn diff(host: &Host, cx: &Context, sockets: &Sockets) -> Step {
-    let system = Value::System.placeholder();
-    let diff = quote::join(&nix(&[
-        "store",
-        "diff-closures",
-        "/run/current-system",
-        system,
-    ]));
-    let script = format!(
-        "if [ -e /run/current-system ]; then {diff}; else echo 'nothing runs there yet'; fi"
-    );
-    Step::Run(
-        cx.ssh
-            .raw(Connection::Shared(&sockets.before), host, &[script]),
-    )
-}
-
-/// Activates `<system>` once built (and copied): what nixos-rebuild, darwin-rebuild or
-/// home-manager would run.
-fn activation(
-    job: &Job,
-    kind: Kind,
-    placement: Placement,
-    host: &Host,
-    cx: &Context,
-    sockets: &Sockets,
-) -> Vec<Step> {
-    let system = Value::System.placeholder();
-    let action = job.action.name();
-    if job.action == Action::Build {
-        return Vec::new();
-    }
-    if kind == Kind::Nixos && cx.dialect == Dialect::Ng {
-        // ng activates a prebuilt path itself.
-        let mut argv = vec!["nixos-rebuild", action];
-        argv.extend(cx.dialect.house_flags(job.sudo));
-        argv.extend(["--store-path", system, "--target-host", host.as_str()]);
-        return vec![Step::Run(Cmd::new(
-            argv.into_iter().map(str::to_owned).collect(),
-        ))];
-    }
-    let sudo: &[&str] = if job.sudo && kind != Kind::Home {
-        &["sudo"]
-    } else {
-        &[]
-    };
-    let activate = match kind {
-        Kind::Nixos => format!("{system}/bin/switch-to-configuration"),
-        Kind::Darwin | Kind::Home => format!("{system}/activate"),
-    };
-    let mut commands: Vec<Vec<&str>> = Vec::new();
-    // Setting the profile first is what makes the generation survive a reboot.
-    if kind != Kind::Home && matches!(job.action, Action::Switch | Action::Boot) {
-        commands.push([sudo, &["nix-env", "-p", PROFILE, "--set", system]].concat());
-    }
-    let args: &[&str] = if kind == Kind::Nixos { &[action] } else { &[] };
-    commands.push([sudo, &[activate.as_str()], args].concat());
-    commands
-        .into_iter()
-        .map(|words| match placement {
-            Placement::Local => Step::Run(Cmd::new(words.into_iter().map(str::to_owned).collect())),
-            _ => Step::Run(
-                cx.ssh
-                    .script(Connection::Shared(&sockets.before), host, &[&words]),
-            ),
-        })
-        .collect()
 }
 
 /// `ssh-deploy`: the decrypted key goes from the decryption straight into a pipe to the
@@ -491,29 +528,9 @@ fn check_host(ssh: &Ssh, conn: Connection, host: &Host, sudo: bool, reboots: boo
         host: host.clone(),
         sudo,
         reboots,
-        cmd: ssh.raw(conn, host, &[script.to_owned()]),
+        cmd: ssh.raw(conn, host, vec![script.into()]),
         ssh: ssh.clone(),
     }
-}
-
-/// `nixos-rebuild ACTION <house flags> [--build-host H] [--target-host H] --flake F#T ...`.
-fn rebuild(job: &Job, placement: Placement, host: &Host, target: &Target, dialect: Dialect) -> Cmd {
-    let mut argv = vec!["nixos-rebuild".to_owned(), job.action.name().to_owned()];
-    argv.extend(dialect.house_flags(job.sudo).into_iter().map(str::to_owned));
-    let builder = match placement {
-        Placement::Pull => Some(host),
-        Placement::Push => job.build_host.as_ref(),
-        Placement::Local => None,
-    };
-    if let Some(builder) = builder {
-        argv.extend(["--build-host".to_owned(), builder.to_string()]);
-    }
-    if placement != Placement::Local {
-        argv.extend(["--target-host".to_owned(), host.to_string()]);
-    }
-    argv.extend(["--flake".to_owned(), job.flake_attr(target)]);
-    argv.extend(job.rest.iter().cloned());
-    Cmd::new(argv)
 }
 
 const PROFILE: &str = "/nix/var/nix/profiles/system";
@@ -665,11 +682,7 @@ impl Step {
     /// Puts `learnt` where the plan holds the placeholder of `value`: in the argument lists
     /// of the steps that run what an earlier step learnt.
     pub fn fill(&mut self, value: Value, learnt: &str) {
-        let fill = |cmd: &mut Cmd| {
-            for word in &mut cmd.argv {
-                *word = word.replace(value.placeholder(), learnt);
-            }
-        };
+        let fill = |cmd: &mut Cmd| cmd.fill(value, learnt);
         match self {
             Step::Run(cmd) | Step::Build(cmd) => fill(cmd),
             Step::Copy { cmd, fallback, .. } => {
@@ -685,8 +698,8 @@ impl Step {
         match self {
             // A remote command is named by its program: nix-collect-garbage, ...
             Step::Run(cmd) if cmd.program() == "ssh" => {
-                let script = cmd.argv.last().map(String::as_str).unwrap_or_default();
-                let words = shell_words::split(script).unwrap_or_default();
+                let script = cmd.argv.last().map(Word::shown).unwrap_or_default();
+                let words = shell_words::split(&script).unwrap_or_default();
                 let program = words
                     .iter()
                     .find(|w| *w != "sudo")

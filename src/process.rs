@@ -12,8 +12,7 @@ use crate::signals::{self, Running};
 /// The `std::process::Command` of `cmd`, its streams left to the caller.
 pub fn command(cmd: &Cmd) -> Command {
     let mut c = Command::new(cmd.program());
-    c.args(&cmd.argv[1..])
-        .envs(cmd.env.iter().map(|(k, v)| (k, v)));
+    c.args(cmd.args()).envs(cmd.env.iter().map(|(k, v)| (k, v)));
     c
 }
 

@@ -73,7 +73,7 @@ impl Secret {
                     .iter()
                     .map(|i| ("SOPS_AGE_KEY_FILE".to_owned(), i.display().to_string()))
                     .collect(),
-                argv: vec!["sops".into(), "--decrypt".into(), file],
+                argv: vec!["sops".into(), "--decrypt".into(), file.into()],
             },
             Decrypt::Age { identity } => Cmd::new(vec![
                 "age".into(),

@@ -3,9 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cmd::Cmd;
+use crate::cmd::{Cmd, Word};
 use crate::names::Host;
-use crate::quote;
 
 /// How one ssh call connects.
 #[derive(Clone, Copy, Debug)]
@@ -43,7 +42,7 @@ impl Ssh {
     }
 
     /// `ssh ... -- HOST WORDS...`: the words reach the remote shell as ssh joins them.
-    pub fn raw(&self, conn: Connection, host: &Host, words: &[String]) -> Cmd {
+    pub fn raw(&self, conn: Connection, host: &Host, words: Vec<Word>) -> Cmd {
         let mut argv = vec!["ssh".to_owned()];
         let control: Vec<String> = match conn {
             Connection::Fresh => vec!["ControlPath=none".into()],
@@ -73,19 +72,25 @@ impl Ssh {
             argv.extend(["-o".to_owned(), CONNECT_TIMEOUT.to_owned()]);
         }
         argv.extend(["--".to_owned(), host.to_string()]);
-        argv.extend(words.iter().cloned());
-        Cmd::new(argv)
+        let mut cmd = Cmd::new(argv);
+        cmd.argv.extend(words);
+        cmd
     }
 
     /// Runs a script of flakem's own on the host: each command's words are quoted, and the
     /// commands are joined with `&&`.
     pub fn script(&self, conn: Connection, host: &Host, commands: &[&[&str]]) -> Cmd {
-        let script = commands
+        let commands: Vec<Vec<Word>> = commands
             .iter()
-            .map(|words| quote::join(words))
-            .collect::<Vec<_>>()
-            .join(" && ");
-        self.raw(conn, host, &[script])
+            .map(|words| words.iter().map(|w| Word::from(*w)).collect())
+            .collect();
+        self.script_of(conn, host, &commands)
+    }
+
+    /// [`Ssh::script`] of words that may hold values known only at run time.
+    pub fn script_of(&self, conn: Connection, host: &Host, commands: &[Vec<Word>]) -> Cmd {
+        let lines: Vec<Word> = commands.iter().map(|words| shell_line(words)).collect();
+        self.raw(conn, host, vec![Word::join(&lines, " && ")])
     }
 
     /// Asks the control master at `socket` to exit.
@@ -105,6 +110,12 @@ impl Ssh {
         argv.extend(["--".to_owned(), host.to_string()]);
         Cmd::new(argv)
     }
+}
+
+/// Every word quoted and joined with spaces: one command line for a remote shell.
+pub fn shell_line(words: &[Word]) -> Word {
+    let quoted: Vec<Word> = words.iter().map(Word::quoted).collect();
+    Word::join(&quoted, " ")
 }
 
 /// A value of `ssh -G` output (keys are lower case there), e.g. `hostname` or `port`.

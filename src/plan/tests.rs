@@ -187,7 +187,11 @@ fn nix_options_pass_verbatim_and_last() {
     let Step::Run(cmd) = &steps(&args)[0] else {
         panic!()
     };
-    assert_eq!(cmd.argv[cmd.argv.len() - tricky.len()..], tricky);
+    let last: Vec<String> = cmd.argv[cmd.argv.len() - tricky.len()..]
+        .iter()
+        .map(crate::cmd::Word::shown)
+        .collect();
+    assert_eq!(last, tricky);
 }
 
 #[test]
