@@ -134,10 +134,7 @@ fn a_timeout_too_large_is_refused_not_wrapped() {
 /// started.
 #[track_caller]
 fn refused(out: &Outcome, args: &[&str]) {
-    let context = format!(
-        "{args:?}: status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status, out.stdout, out.stderr
-    );
+    let context = format!("{args:?}: {}", out.context());
     assert_eq!(out.status, Some(2), "{context}");
     assert_eq!(out.stderr.lines().count(), 1, "{context}");
     assert_eq!(out.messages().len(), 1, "{context}");
@@ -206,10 +203,7 @@ fn a_failed_evaluation_keeps_its_own_status() {
     make_unevaluable(&bed, "web2");
 
     let out = run(&bed, &["switch-push", "--diff", "web2"]);
-    let context = format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status, out.stdout, out.stderr
-    );
+    let context = out.context();
     assert!(
         out.stderr.contains("flakem test: web2 does not evaluate"),
         "nix's message: {context}"
@@ -224,10 +218,7 @@ fn a_failed_evaluation_keeps_its_own_status() {
     assert!(!out.stderr.contains("+ nix-store --realise"), "{context}");
 
     let out = run(&bed, &["switch-push", "--diff", "--json", "web1,web2"]);
-    let context = format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status, out.stdout, out.stderr
-    );
+    let context = out.context();
     assert!(
         out.stderr.contains("flakem test: web2 does not evaluate"),
         "nix's message: {context}"

@@ -173,14 +173,16 @@ impl From<Output> for Outcome {
 impl Outcome {
     #[track_caller]
     pub fn status(&self, want: i32) -> &Outcome {
-        assert_eq!(
-            self.status,
-            Some(want),
-            "stdout:\n{}\nstderr:\n{}",
-            self.stdout,
-            self.stderr
-        );
+        assert_eq!(self.status, Some(want), "{}", self.context());
         self
+    }
+
+    /// Everything the run said, for an assertion's message.
+    pub fn context(&self) -> String {
+        format!(
+            "status {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.status, self.stdout, self.stderr
+        )
     }
 
     /// The `+ ` lines: every process flakem started.
