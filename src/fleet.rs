@@ -101,8 +101,7 @@ impl Run<'_> {
             ready = self.record(Phase::Prepare, prepared, &ready, &mut outcomes);
             if let Err(error) = self.confirm(&ready) {
                 for &i in &ready {
-                    outcomes[i].stop(Phase::Confirm, "confirm".into(), error.clone());
-                    outcomes[i].result = HostResult::Skipped;
+                    outcomes[i].skip(Phase::Confirm, "confirm".into(), error.clone());
                 }
                 return outcomes;
             }

@@ -65,6 +65,14 @@ impl Outcome {
         }
     }
 
+    /// Marks it skipped in `phase` at `step`, for `why`: nothing of it failed.
+    pub fn skip(&mut self, phase: Phase, step: String, why: Error) {
+        self.result = HostResult::Skipped;
+        self.phase = Some(phase);
+        self.step = Some(step);
+        self.error = Some(why);
+    }
+
     /// Marks it stopped in `phase` at `step` by `error`: interrupted, or failed.
     pub fn stop(&mut self, phase: Phase, step: String, error: Error) {
         self.result = match error {
@@ -212,6 +220,15 @@ mod tests {
         ];
         let e = status(hosts, false).unwrap_err();
         assert_eq!(e.to_string(), "`nix` failed with exit status 1");
+    }
+
+    #[test]
+    fn a_declined_confirmation_skips_every_host() {
+        let mut asked = outcome("web1");
+        asked.skip(Phase::Confirm, "confirm".into(), Error::Declined);
+        assert_eq!((asked.result, asked.exit_code), (HostResult::Skipped, None));
+        let e = status(vec![asked], false).unwrap_err();
+        assert_eq!(e.to_string(), "nothing was activated: the answer was no");
     }
 
     #[test]
