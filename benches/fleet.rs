@@ -1,31 +1,12 @@
 //! The fleet benchmark (issue 5): `flakem switch-push` to 8 hosts at once against 1 host,
 //! the nix evaluations flakem and nixos-rebuild run, what `--diff` costs, and how fast the
-//! completion of `DEPLOY_HOST` answers. All on the test bed (tests/integration/testbed), with
-//! the stand-in nixos-rebuild of tests/fixtures/bin-ng doing the real deploy and its activation
-//! fixed at 1 s (`FAKE_NIXOS_REBUILD_ACTIVATION_SECONDS`). Figures, not assertions: it prints
-//! them and rewrites its own section of BENCHMARKS.md (between the `fleet benchmark` marker
-//! comments; the rest of the file is left as it is). Run with `cargo bench --bench fleet`; it
-//! needs root, like the test bed. `FLAKEM_BENCH_RUNS=N` (11 by default) and
-//! `FLAKEM_BENCH_COMPLETIONS=N` (20) change the number of runs for a quick try.
-//!
-//! How each figure is measured (BENCHMARKS.md says the same for its readers):
-//! - Wall time: from spawning flakem to its exit, `--json` so that each run's summary can be
-//!   checked (every host `ok`, its system the fresh generation, which the host now runs).
-//! - Steps: flakem's stderr is read line by line and each line is timestamped as it arrives
-//!   (flakem prints `+ ...` before each process it starts, the stand-in `$ ...`, and with
-//!   several hosts each line carries its `[host]` prefix).
-//! - Evaluations: those lines (`+ nix ... eval` is flakem's own, `$ nix ... eval` and
-//!   `$ nix ... build <flake>#...` the stand-in's), cross-checked in four untimed runs by a
-//!   `nix` shim first on PATH that logs its parent's name and arguments for every nix process
-//!   started (timed runs go without it, as the references do).
-//! - CPU: the machine's busy time from /proc/stat over the run, and the CPU time of flakem's
-//!   process tree (`getrusage(RUSAGE_CHILDREN)` before and after).
-//! - Other work on the (shared) machine: the CPU time of every process that is not the
-//!   benchmark's; runs during which it took more than 10 % of the CPUs are repeated.
-//! - References, not flakem: the stand-in nixos-rebuild alone for 1 and 8 hosts, and plain
-//!   `nix build`s of the 8 toplevels.
-//! - Completion: the exact call bash's completion function makes on Tab, timed from spawn to
-//!   exit, with a fresh `XDG_CACHE_HOME` for a cold start.
+//! completion of `DEPLOY_HOST` answers; nixos-rebuild alone and plain `nix build`s as
+//! references. All on the test bed (tests/integration/testbed), with the stand-in
+//! nixos-rebuild of tests/fixtures/bin-ng doing the real deploy and its activation fixed at
+//! 1 s. Figures, not assertions: it writes benches/results/fleet.json and the `fleet-*` parts
+//! of BENCHMARKS.md, which says how each figure is measured. Run with `cargo bench --bench
+//! fleet` as root; `FLAKEM_BENCH_RUNS=N` (11) and `FLAKEM_BENCH_COMPLETIONS=N` (20) for a
+//! quick try.
 
 // Only part of the bed is used here.
 #[allow(dead_code, unused_imports)]
@@ -37,14 +18,16 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{env_count, max, median, min, nproc, write_table, yes_no};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use common::{Machine, Stats, Table, Timed, env_count, millis, nproc, yes_no};
 use testbed::TestBed;
 
 /// The hosts; configurations of these names are added to the test flake.
@@ -59,6 +42,8 @@ const RUNS: usize = 11;
 const COMPLETIONS: usize = 20;
 /// Cold completion calls (each with a fresh cache).
 const COLD_COMPLETIONS: usize = 3;
+/// Cached completion calls made with the nix shim, to count their nix processes.
+const COUNTED_COMPLETIONS: usize = 5;
 /// A measured run during which processes other than this benchmark's took more than this
 /// share of the machine's CPUs is repeated (others run test suites on shared machines)...
 const OTHERS_MAX_SHARE: f64 = 0.10;
@@ -83,21 +68,11 @@ const SHIMMED: [(&str, usize, &[&str]); 4] = [
     ("8 hosts, `--diff`", 8, &["--diff"]),
 ];
 
-/// Whether a run's nix processes go through the shim.
-#[derive(Clone, Copy, PartialEq)]
-enum Shim {
-    On,
-    Off,
-}
-
 /// The field separator of the nix shim's log lines.
 const SEP: char = '\x1f';
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` (or --all-targets) does not, and
-    // this takes minutes and root: it must not run as a test.
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!("fleet benchmark: run it with `cargo bench --bench fleet`; nothing to do here");
+    if !common::benchmarking("fleet") {
         return;
     }
     let runs = env_count("FLAKEM_BENCH_RUNS", RUNS);
@@ -107,30 +82,20 @@ fn main() {
     let background_before = background_busy(Duration::from_secs(2));
 
     // A first generation everywhere, so that every measured run is a real redeploy.
-    let warm = bench.deploy(&HOSTS, "warm", &[], Shim::Off);
-    eprintln!("warm-up, 8 hosts: {}", warm.summary());
+    bench.deploy(&HOSTS, "warm", &[], false);
 
     // 1. 8 hosts against 1, and the reference: nixos-rebuild alone, 1 host and 8 at once.
     // Each round runs all four, in an order that alternates, so that drift on the (shared)
     // machine hits flakem and the reference alike.
-    let (mut one, mut eight) = (Vec::new(), Vec::new());
-    let (mut bare_one, mut bare_eight) = (Vec::new(), Vec::new());
+    let [mut one, mut eight, mut bare_one, mut bare_eight] = [(); 4].map(|_| Vec::new());
     for r in 0..runs {
-        let order: [usize; 2] = if r % 2 == 0 { [1, 8] } else { [8, 1] };
+        let order = if r % 2 == 0 { [1, 8] } else { [8, 1] };
         for n in order {
-            let run = bench.deploy(&HOSTS[..n], &format!("s{r}-{n}"), &[], Shim::Off);
-            eprintln!("switch-push, {n} host(s), run {}: {}", r + 1, run.summary());
+            let run = bench.deploy(&HOSTS[..n], &format!("s{r}-{n}"), &[], false);
             if n == 1 { &mut one } else { &mut eight }.push(run);
         }
         for n in order {
             let run = bench.bare(&HOSTS[..n], &format!("n{r}-{n}"));
-            eprintln!(
-                "nixos-rebuild alone, {n} host(s), run {}: {:.2} s; CPU: flakem's tree {:.1} s, others {:.1} s",
-                r + 1,
-                run.wall.as_secs_f64(),
-                run.cpu_own,
-                run.cpu_others
-            );
             if n == 1 {
                 &mut bare_one
             } else {
@@ -143,64 +108,30 @@ fn main() {
     // 3. --diff against plain, one host, alternating.
     let (mut plain, mut diff) = (Vec::new(), Vec::new());
     for r in 0..runs {
-        let order = if r % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
-        };
-        for with_diff in order {
+        for with_diff in [r % 2 == 1, r % 2 == 0] {
             let options: &[&str] = if with_diff { &["--diff"] } else { &[] };
             let generation = format!("d{r}-{}", if with_diff { "diff" } else { "plain" });
-            let run = bench.deploy(&HOSTS[..1], &generation, options, Shim::Off);
-            eprintln!(
-                "switch-push{}, 1 host, run {}: {}",
-                if with_diff { " --diff" } else { "" },
-                r + 1,
-                run.summary()
-            );
+            let run = bench.deploy(&HOSTS[..1], &generation, options, false);
             if with_diff { &mut diff } else { &mut plain }.push(run);
         }
     }
-    let diff_eight = bench.deploy(&HOSTS, "d-eight", &["--diff"], Shim::Off);
-    eprintln!("switch-push --diff, 8 hosts: {}", diff_eight.summary());
+    let diff_eight = bench.deploy(&HOSTS, "d-eight", &["--diff"], false);
 
     // 2. The evaluation counts of the timed runs come from their trace lines; these runs,
     // not timed, cross-check them with the nix shim (which costs every nix process a bash).
-    let mut shimmed = Vec::new();
-    for (label, n, options) in SHIMMED {
-        let run = bench.deploy(
-            &HOSTS[..n],
-            &format!("shim-{n}-{}", options.len()),
-            options,
-            Shim::On,
-        );
-        eprintln!("{label}, with the nix shim: {}", run.summary());
-        shimmed.push((label, run));
-    }
+    let shimmed = SHIMMED.map(|(label, n, options)| {
+        let generation = format!("shim-{n}-{}", options.len());
+        (label, bench.deploy(&HOSTS[..n], &generation, options, true))
+    });
 
     // A reference for (1): 8 builds at once against one build of all 8.
-    let mut builds = Vec::new();
-    for r in 0..runs {
-        let (apart, together) = bench.builds(r);
-        eprintln!(
-            "8 nix builds at once: {:.2} s; one nix build of the 8: {:.2} s",
-            apart.as_secs_f64(),
-            together.as_secs_f64()
-        );
-        builds.push((apart, together));
-    }
+    let builds = (0..runs).map(|r| bench.builds(r)).collect();
 
     // 4. Completion.
     let completion = bench.completion(completions);
-    eprintln!("completion: {}", completion.summary());
-    let background = (background_before, background_busy(Duration::from_secs(2)));
-    eprintln!(
-        "machine busy without a run: {:.0} % before, {:.0} % after",
-        background.0 * 100.0,
-        background.1 * 100.0
-    );
+    let background = [background_before, background_busy(Duration::from_secs(2))];
 
-    let report = Report {
+    Report {
         runs,
         one,
         eight,
@@ -213,18 +144,11 @@ fn main() {
         builds,
         completion,
         background,
-        discarded: bench.discarded.clone(),
+        discarded: bench.discarded,
         waited: QUIET_BUDGET.saturating_sub(bench.quiet_budget),
         took: started.elapsed(),
-    };
-    let section = report.markdown();
-    println!("{section}");
-    let path = common::update_benchmarks(|parts| parts.fleet = section);
-    eprintln!(
-        "wrote the fleet section of {} in {:.0?}",
-        path.display(),
-        started.elapsed()
-    );
+    }
+    .publish();
 }
 
 /// The bed, the shim and the environment every run uses.
@@ -289,12 +213,33 @@ impl Bench {
     }
 
     /// The nix processes started since the log had `from` bytes.
-    fn nix_starts_since(&self, from: usize) -> Vec<NixStart> {
+    fn nix_starts_since(&self, from: usize) -> Vec<NixCall> {
         let text = fs::read(&self.nix_log).unwrap_or_default();
-        String::from_utf8_lossy(&text[from.min(text.len())..])
-            .lines()
-            .map(NixStart::parse)
-            .collect()
+        let text = String::from_utf8_lossy(&text[from.min(text.len())..]).into_owned();
+        text.lines().map(NixCall::logged).collect()
+    }
+
+    /// `program` in the flake's directory, with the bed's environment and PATH with or
+    /// without the nix shim.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>, shim: bool) -> Command {
+        let mut command = self.bed.command(program);
+        let path = if shim {
+            &self.path
+        } else {
+            &self.path_unshimmed
+        };
+        command.env("PATH", path).stdin(Stdio::null());
+        command
+    }
+
+    /// A deploy's `program`: `command`, with the runs' TMPDIR and the stand-in's activation
+    /// time.
+    fn deploy_command(&self, program: impl AsRef<std::ffi::OsStr>, shim: bool) -> Command {
+        let mut command = self.command(program, shim);
+        command
+            .env("TMPDIR", &self.tmp)
+            .env("FAKE_NIXOS_REBUILD_ACTIVATION_SECONDS", ACTIVATION_SECONDS);
+        command
     }
 
     /// Waits, within what is left of the budget, until the machine is quiet: other work
@@ -304,236 +249,163 @@ impl Bench {
         while background_busy(Duration::from_secs(1)) > QUIET_SHARE
             && start.elapsed() < self.quiet_budget
         {}
-        let waited = start.elapsed();
-        self.quiet_budget = self.quiet_budget.saturating_sub(waited);
-        if waited > Duration::from_secs(2) {
-            eprintln!(
-                "waited {:.0} s for other work on the machine to end ({:.0} s of waiting left)",
-                waited.as_secs_f64(),
-                self.quiet_budget.as_secs_f64()
-            );
-        }
+        self.quiet_budget = self.quiet_budget.saturating_sub(start.elapsed());
     }
 
     /// `once` with `generation` once the machine is quiet, repeated (with a new generation)
     /// while other work on the machine took more than `OTHERS_MAX_SHARE` of its CPUs during
-    /// the run, `ATTEMPTS` times at most; `what` names the run in the note of a repeat.
+    /// the run, `ATTEMPTS` times at most; `what` names the run in the log and in the note of
+    /// a repeat.
     fn quiet_run(
         &mut self,
         what: &str,
         generation: &str,
         mut once: impl FnMut(&mut Bench, &str) -> Run,
     ) -> Run {
-        let mut attempt = 0;
-        loop {
+        for attempt in 0.. {
             self.wait_quiet();
             let generation = match attempt {
                 0 => generation.to_owned(),
                 n => format!("{generation}-again{n}"),
             };
             let run = once(self, &generation);
-            attempt += 1;
-            if run.others_share() <= OTHERS_MAX_SHARE || attempt == ATTEMPTS {
+            eprintln!("{what}, {generation}: {}", run.summary());
+            if run.others_share() <= OTHERS_MAX_SHARE || attempt + 1 == ATTEMPTS {
                 return run;
             }
-            let what = format!(
-                "{what}: other work took {:.0} % of the CPUs",
-                run.others_share() * 100.0
-            );
-            eprintln!("discarded ({what})");
-            self.discarded.push(what);
+            let share = run.others_share() * 100.0;
+            self.discarded
+                .push(format!("{what}: other work took {share:.0} % of the CPUs"));
         }
+        unreachable!("the loop returns")
     }
 
-    /// `deploy_once`, in a `quiet_run`.
-    fn deploy(&mut self, hosts: &[&str], generation: &str, options: &[&str], shim: Shim) -> Run {
-        let what = format!(
-            "switch-push{} to {} host(s)",
-            if options.contains(&"--diff") {
-                " --diff"
-            } else {
-                ""
-            },
-            hosts.len()
-        );
+    /// `flakem switch-push --json OPTIONS HOSTS` after giving each host a fresh generation,
+    /// in a `quiet_run`; checks that every host now runs it.
+    fn deploy(&mut self, hosts: &[&str], generation: &str, options: &[&str], shim: bool) -> Run {
+        let what = ["switch-push"]
+            .iter()
+            .chain(options)
+            .copied()
+            .collect::<Vec<_>>();
+        let what = format!("{} to {} host(s)", what.join(" "), hosts.len());
         self.quiet_run(&what, generation, |bench, generation| {
-            bench.deploy_once(hosts, generation, options, shim)
-        })
-    }
-
-    /// `flakem switch-push --json OPTIONS HOSTS` after giving each host a fresh generation;
-    /// checks that every host now runs it.
-    fn deploy_once(
-        &mut self,
-        hosts: &[&str],
-        generation: &str,
-        options: &[&str],
-        shim: Shim,
-    ) -> Run {
-        for host in hosts {
-            self.bed.set_generation(host, generation);
-        }
-        let list = hosts.join(",");
-        let mut args = vec!["switch-push", "--json"];
-        args.extend(options);
-        args.push(&list);
-        let mut command = self.bed.command(env!("CARGO_BIN_EXE_flakem"));
-        command
-            .args(&args)
-            .env(
-                "PATH",
-                match shim {
-                    Shim::On => &self.path,
-                    Shim::Off => &self.path_unshimmed,
-                },
-            )
-            .env("TMPDIR", &self.tmp)
-            .env("FAKE_NIXOS_REBUILD_ACTIVATION_SECONDS", ACTIVATION_SECONDS)
-            .stdin(Stdio::null());
-        let log_from = self.nix_log_len();
-        let cpu = CpuMeter::start(&self.bed);
-        let start = Instant::now();
-        let timed = common::run_timed(command, RUN_DEADLINE, |_| {});
-        let mut run = Run {
-            hosts: hosts.iter().map(|h| h.to_string()).collect(),
-            status: timed.status,
-            wall: timed.ended - start,
-            lines: timed
-                .lines
-                .into_iter()
-                .map(|(at, line)| (at - start, line))
-                .collect(),
-            stdout: timed.stdout,
-            ..Run::default()
-        };
-        cpu.stop(&mut run);
-        run.nix = self.nix_starts_since(log_from);
-        self.check(&run, generation);
-        run
-    }
-
-    /// `bare_once`, in a `quiet_run`.
-    fn bare(&mut self, hosts: &[&str], generation: &str) -> Run {
-        let what = format!("nixos-rebuild alone, {} host(s)", hosts.len());
-        self.quiet_run(&what, generation, |bench, generation| {
-            bench.bare_once(hosts, generation)
+            for host in hosts {
+                bench.bed.set_generation(host, generation);
+            }
+            let list = hosts.join(",");
+            let mut command = bench.deploy_command(env!("CARGO_BIN_EXE_flakem"), shim);
+            command
+                .args(["switch-push", "--json"])
+                .args(options)
+                .arg(&list);
+            let log_from = bench.nix_log_len();
+            let cpu = CpuMeter::start(&bench.bed);
+            let timed = common::run_timed(command, RUN_DEADLINE, |_| {});
+            let mut run = cpu.stop(hosts, timed);
+            run.nix = bench.nix_starts_since(log_from);
+            bench.check(&run, generation);
+            run
         })
     }
 
     /// A reference, not flakem: the stand-in `nixos-rebuild` alone, with the arguments flakem
     /// gives it, once per host, all started at once; wall time until the last one exits.
-    fn bare_once(&mut self, hosts: &[&str], generation: &str) -> Run {
-        for host in hosts {
-            self.bed.set_generation(host, generation);
-        }
-        let cpu = CpuMeter::start(&self.bed);
-        let start = Instant::now();
-        let children: Vec<_> = hosts
-            .iter()
-            .map(|host| {
-                let flake = format!(".#{host}");
-                let mut command = self.bed.command("nixos-rebuild");
-                command
-                    .args(["switch", "--no-reexec", "--sudo", "--use-substitutes"])
-                    .args(["--target-host", host, "--flake", &flake])
-                    .env("PATH", &self.path_unshimmed)
-                    .env("TMPDIR", &self.tmp)
-                    .env("FAKE_NIXOS_REBUILD_ACTIVATION_SECONDS", ACTIVATION_SECONDS)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped());
-                command.spawn().expect("start nixos-rebuild")
-            })
-            .collect();
-        let mut status = None;
-        let mut failures = String::new();
-        for child in children {
-            let output = child.wait_with_output().expect("wait for nixos-rebuild");
-            if !output.status.success() {
-                failures.push_str(&String::from_utf8_lossy(&output.stderr));
+    fn bare(&mut self, hosts: &[&str], generation: &str) -> Run {
+        let what = format!("nixos-rebuild alone, {} host(s)", hosts.len());
+        self.quiet_run(&what, generation, |bench, generation| {
+            for host in hosts {
+                bench.bed.set_generation(host, generation);
             }
-            status.get_or_insert(output.status);
-        }
-        let wall = start.elapsed();
-        let mut run = Run {
-            hosts: hosts.iter().map(|h| h.to_string()).collect(),
-            status: status.expect("a host"),
-            wall,
-            ..Run::default()
-        };
-        // Before the checks below: their ssh calls are the benchmark's, not nixos-rebuild's.
-        cpu.stop(&mut run);
-        assert!(failures.is_empty(), "nixos-rebuild failed:\n{failures}");
-        for host in hosts {
-            let system = self.bed.host(host).readlink("/run/current-system");
-            assert!(
-                system
-                    .as_deref()
-                    .is_some_and(|s| s.ends_with(&format!("-{host}-gen-{generation}"))),
-                "{host} runs {system:?}"
-            );
-        }
-        run
+            let cpu = CpuMeter::start(&bench.bed);
+            let children: Vec<_> = (hosts.iter())
+                .map(|host| {
+                    let mut command = bench.deploy_command("nixos-rebuild", false);
+                    command
+                        .args(["switch", "--no-reexec", "--sudo", "--use-substitutes"])
+                        .args(["--target-host", host, "--flake", &format!(".#{host}")])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::piped());
+                    command.spawn().expect("start nixos-rebuild")
+                })
+                .collect();
+            let outputs = children.into_iter().map(|child| {
+                let output = child.wait_with_output().expect("wait for nixos-rebuild");
+                let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+                (output.status, stderr)
+            });
+            let outputs: Vec<_> = outputs.collect();
+            let timed = Timed {
+                status: outputs[0].0,
+                ended: Instant::now(),
+                lines: Vec::new(),
+                stdout: String::new(),
+            };
+            // Before the checks below: their ssh calls are the benchmark's, not nixos-rebuild's.
+            let run = cpu.stop(hosts, timed);
+            for (status, stderr) in &outputs {
+                assert!(status.success(), "nixos-rebuild failed:\n{stderr}");
+            }
+            for host in hosts {
+                let system = bench.bed.host(host).readlink("/run/current-system");
+                let fresh = format!("-{host}-gen-{generation}");
+                assert!(
+                    system.as_deref().is_some_and(|s| s.ends_with(&fresh)),
+                    "{host} runs {system:?}"
+                );
+            }
+            run
+        })
     }
 
     /// A reference, not flakem: the 8 toplevels (each a fresh generation) built here by 8
     /// `nix build` processes at once, as the 8 stand-ins do, and by one `nix build` of all 8.
     /// Wall times.
-    fn builds(&mut self, round: usize) -> (Duration, Duration) {
+    fn builds(&mut self, round: usize) -> [f64; 2] {
         self.wait_quiet();
         let attribute = |h: &str| format!(".#nixosConfigurations.{h}.config.system.build.toplevel");
-        let nix_build = |bed: &TestBed, attributes: &[String]| {
-            let mut command = bed.command("nix");
-            command
-                .args(["build", "--json", "--no-link"])
-                .args(attributes)
-                .env("PATH", &self.path_unshimmed)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            command.spawn().expect("start nix build")
+        let timed = |bench: &mut Bench, how: &str, groups: Vec<Vec<String>>| {
+            for host in HOSTS {
+                bench.bed.set_generation(host, &format!("b{round}-{how}"));
+            }
+            let start = Instant::now();
+            let children: Vec<_> = (groups.iter())
+                .map(|attributes| {
+                    let mut command = bench.command("nix", false);
+                    command
+                        .args(["build", "--json", "--no-link"])
+                        .args(attributes);
+                    command.stdout(Stdio::null()).stderr(Stdio::null());
+                    command.spawn().expect("start nix build")
+                })
+                .collect();
+            for mut child in children {
+                assert!(
+                    child.wait().expect("nix build").success(),
+                    "nix build failed"
+                );
+            }
+            start.elapsed().as_secs_f64()
         };
-        for host in HOSTS {
-            self.bed.set_generation(host, &format!("b{round}-apart"));
-        }
-        let start = Instant::now();
-        let children: Vec<_> = HOSTS
-            .iter()
-            .map(|h| nix_build(&self.bed, &[attribute(h)]))
-            .collect();
-        for mut child in children {
-            assert!(
-                child.wait().expect("nix build").success(),
-                "nix build failed"
-            );
-        }
-        let apart = start.elapsed();
-        for host in HOSTS {
-            self.bed.set_generation(host, &format!("b{round}-together"));
-        }
-        let start = Instant::now();
-        let all: Vec<String> = HOSTS.iter().map(|h| attribute(h)).collect();
-        assert!(
-            nix_build(&self.bed, &all)
-                .wait()
-                .expect("nix build")
-                .success(),
-            "nix build failed"
-        );
-        (apart, start.elapsed())
+        let apart = timed(self, "apart", HOSTS.map(|h| vec![attribute(h)]).to_vec());
+        let together = timed(self, "together", vec![HOSTS.map(attribute).to_vec()]);
+        eprintln!("8 nix builds at once: {apart:.2} s; one nix build of the 8: {together:.2} s");
+        [apart, together]
     }
 
     /// Panics unless the run succeeded and every host runs the fresh generation.
     fn check(&self, run: &Run, generation: &str) {
-        assert!(
-            run.status.success(),
-            "switch-push {} failed ({}):\n{}",
-            run.hosts.join(","),
-            run.status,
-            run.text()
-        );
-        let summary: serde_json::Value = serde_json::from_str(&run.stdout)
-            .unwrap_or_else(|e| panic!("--json printed no JSON ({e}): {}", run.stdout));
+        let failed = || {
+            format!(
+                "switch-push to {:?} failed:\n{}",
+                run.hosts,
+                run.timed.text()
+            )
+        };
+        assert!(run.timed.status.success(), "{}", failed());
+        let summary: Value = serde_json::from_str(&run.timed.stdout).unwrap_or_else(|e| {
+            panic!("--json printed no JSON ({e}): {}", failed());
+        });
         let rows = summary.as_array().expect("a JSON array");
         assert_eq!(rows.len(), run.hosts.len(), "{summary}");
         for (row, host) in rows.iter().zip(&run.hosts) {
@@ -544,11 +416,9 @@ impl Bench {
                     && system.ends_with(&format!("-{host}-gen-{generation}")),
                 "{host}: {row}"
             );
+            let runs = self.bed.host(host).readlink("/run/current-system");
             assert_eq!(
-                self.bed
-                    .host(host)
-                    .readlink("/run/current-system")
-                    .as_deref(),
+                runs.as_deref(),
                 Some(system),
                 "{host} runs what the summary says"
             );
@@ -557,8 +427,8 @@ impl Bench {
 
     /// What bash's completion function runs on `flakem build-there <TAB>`, in the flake's
     /// directory; `cache` is `XDG_CACHE_HOME`.
-    fn complete(&self, cache: &Path, shimmed: bool) -> (Duration, String) {
-        let mut command = self.bed.command(env!("CARGO_BIN_EXE_flakem"));
+    fn complete(&self, cache: &Path, shim: bool) -> (Duration, String) {
+        let mut command = self.command(env!("CARGO_BIN_EXE_flakem"), shim);
         command
             .args(["--", "flakem", "build-there", ""])
             .env("COMPLETE", "bash")
@@ -567,15 +437,6 @@ impl Bench {
             .env("_CLAP_COMPLETE_COMP_TYPE", "9")
             .env("_CLAP_COMPLETE_SPACE", "false")
             .env("XDG_CACHE_HOME", cache)
-            .env(
-                "PATH",
-                if shimmed {
-                    &self.path
-                } else {
-                    &self.path_unshimmed
-                },
-            )
-            .stdin(Stdio::null())
             .stderr(Stdio::null());
         let start = Instant::now();
         let output = command.output().expect("run flakem's completion");
@@ -584,10 +445,8 @@ impl Bench {
         let words = String::from_utf8_lossy(&output.stdout).replace('\u{b}', " ");
         // A flake-only name and a bed-only ssh alias (node1 is both).
         for name in ["web1", "node8", "@all"] {
-            assert!(
-                words.split_whitespace().any(|w| w == name),
-                "no {name} in the completion: {words}"
-            );
+            let offered = words.split_whitespace().any(|w| w == name);
+            assert!(offered, "no {name} in the completion: {words}");
         }
         (took, words)
     }
@@ -596,51 +455,45 @@ impl Bench {
         self.wait_quiet();
         let cache = |name: &str| self.bed.dir().join("caches").join(name);
         // Timed without the nix shim.
-        let mut cold = Vec::new();
-        for i in 0..COLD_COMPLETIONS {
-            cold.push(self.complete(&cache(&format!("cold-{i}")), false).0);
-        }
+        let cold_ms = (0..COLD_COMPLETIONS)
+            .map(|i| millis(self.complete(&cache(&format!("cold-{i}")), false).0))
+            .collect();
         let warm = cache(&format!("cold-{}", COLD_COMPLETIONS - 1));
-        let mut cached = Vec::new();
-        for _ in 0..cached_calls {
-            cached.push(self.complete(&warm, false).0);
-        }
+        let cached_ms = (0..cached_calls)
+            .map(|_| millis(self.complete(&warm, false).0))
+            .collect();
         // Counted with it: one cold call, then cached calls.
         let counted = cache("counted");
         let from = self.nix_log_len();
         let (_, words) = self.complete(&counted, true);
         let cold_nix = self.nix_starts_since(from);
         let from = self.nix_log_len();
-        for _ in 0..5 {
+        for _ in 0..COUNTED_COMPLETIONS {
             self.complete(&counted, true);
         }
-        let cached_nix = self.nix_starts_since(from);
-        let cache_files: Vec<String> = fs::read_dir(counted.join("flakem"))
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        Completion {
-            cold,
-            cached,
-            cold_nix,
+        let cached_nix = self.nix_starts_since(from).len();
+        let cache_files = fs::read_dir(counted.join("flakem")).into_iter().flatten();
+        let cache_files = cache_files.flatten();
+        let completion = Completion {
+            cold_ms,
+            cached_ms,
+            cold_evaluations: cold_nix.iter().filter(|c| c.evaluates()).count(),
             cached_nix,
-            cached_nix_calls: 5,
-            words,
-            cache_files,
-        }
+            words: words.split_whitespace().collect::<Vec<_>>().join(" "),
+            cache_files: cache_files
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+        };
+        eprintln!("completion: {}", json!(completion));
+        completion
     }
 }
 
 /// Busy and total CPU ticks of the machine (/proc/stat's first line).
 fn cpu_ticks() -> (u64, u64) {
     let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
+    let first = stat.lines().next().unwrap_or_default();
+    let fields: Vec<u64> = first
         .split_whitespace()
         .skip(1)
         .filter_map(|f| f.parse().ok())
@@ -673,37 +526,31 @@ fn background_busy(window: Duration) -> f64 {
     (after.0 - before.0) as f64 / total
 }
 
-/// CPU ticks (user and system, its own and its reaped children's) of every process that is
+/// CPU ticks (user and system, its own and its reaped children's) of all processes that are
 /// not this benchmark's: neither a descendant of it nor one naming the bed's directory (the
 /// ssh control masters, which leave their parent).
-fn others_ticks(bed_dir: &str) -> BTreeMap<u32, u64> {
+fn others_ticks(bed_dir: &str) -> u64 {
+    // pid → (parent, ticks, names the bed)
     let mut processes = BTreeMap::new();
     for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
-        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
+        let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
         // After the command name in parentheses: state ppid ... utime(14) stime cutime cstime.
         let Some((_, rest)) = stat.rsplit_once(") ") else {
             continue;
         };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let number = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        let ticks = (11..15).map(number).sum::<u64>();
+        let fields: Vec<u64> = rest
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        let ticks = fields.get(11..15).map_or(0, |t| t.iter().sum());
         let ours = fs::read(entry.path().join("cmdline"))
             .is_ok_and(|c| String::from_utf8_lossy(&c).contains(bed_dir));
-        processes.insert(pid, (number(1) as u32, ticks, ours));
+        let parent = fields.get(1).copied().unwrap_or(0) as u32;
+        processes.insert(pid, (parent, ticks, ours));
     }
     let me = std::process::id();
     let is_ours = |mut pid: u32| {
@@ -717,20 +564,19 @@ fn others_ticks(bed_dir: &str) -> BTreeMap<u32, u64> {
         }
         false
     };
-    processes
-        .iter()
-        .filter(|(pid, _)| !is_ours(**pid))
-        .map(|(pid, (_, ticks, _))| (*pid, *ticks))
-        .collect()
+    let others = processes.iter().filter(|(pid, _)| !is_ours(**pid));
+    others.map(|(_, (_, ticks, _))| ticks).sum()
 }
 
 /// The counters a run's CPU figures come from, read before the run.
 struct CpuMeter {
     bed_dir: String,
-    others: BTreeMap<u32, u64>,
+    others: u64,
     /// The machine's busy ticks.
     machine: u64,
     own: f64,
+    /// When the run starts: just after the counters are read.
+    started: Instant,
 }
 
 impl CpuMeter {
@@ -741,20 +587,26 @@ impl CpuMeter {
             machine: cpu_ticks().0,
             own: children_cpu_seconds(),
             bed_dir,
+            started: Instant::now(),
         }
     }
 
-    /// Sets `run`'s CPU figures: what the counters moved by since `start`. Other work's are
-    /// sums, not per process: a process that ended meanwhile moved its time into its parent's
-    /// children's time, and one that started and ended meanwhile shows there too.
-    fn stop(self, run: &mut Run) {
+    /// The run of `timed` to `hosts`, with its CPU figures: what the counters moved by since
+    /// `start`. Other work's are sums, not per process: a process that ended meanwhile moved
+    /// its time into its parent's children's time, and one that started and ended meanwhile
+    /// shows there too.
+    fn stop(self, hosts: &[&str], timed: Timed) -> Run {
         // SAFETY: sysconf has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        run.cpu_busy = (cpu_ticks().0 - self.machine) as f64 / hz;
-        run.cpu_own = children_cpu_seconds() - self.own;
-        let sum = |m: &BTreeMap<u32, u64>| m.values().sum::<u64>();
-        let others = sum(&others_ticks(&self.bed_dir)).saturating_sub(sum(&self.others));
-        run.cpu_others = others as f64 / hz;
+        Run {
+            cpu_busy: (cpu_ticks().0 - self.machine) as f64 / hz,
+            cpu_own: children_cpu_seconds() - self.own,
+            cpu_others: others_ticks(&self.bed_dir).saturating_sub(self.others) as f64 / hz,
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            started: self.started,
+            timed,
+            nix: Vec::new(),
+        }
     }
 }
 
@@ -767,7 +619,6 @@ enum Who {
 }
 
 /// A nix command line: who ran it and its subcommand (`store diff-closures` for two words).
-#[derive(Clone, Debug)]
 struct NixCall {
     who: Who,
     subcommand: String,
@@ -791,8 +642,7 @@ impl NixCall {
                     words.next();
                 }
                 "--option" => {
-                    words.next();
-                    words.next();
+                    words.nth(1);
                 }
                 w if w.starts_with('-') => {}
                 w => {
@@ -812,57 +662,25 @@ impl NixCall {
             flake_attribute: args.iter().any(|a| a.contains('#')),
         }
     }
-}
 
-/// A nix process as the shim logged it.
-struct NixStart(NixCall);
-
-impl NixStart {
-    fn parse(line: &str) -> NixStart {
+    /// A line of the nix shim's log: the parent's name, then the arguments.
+    fn logged(line: &str) -> NixCall {
         let mut fields = line.split(SEP);
-        let parent = fields.next().unwrap_or_default();
-        let who = match parent {
+        let who = match fields.next().unwrap_or_default() {
             "flakem" => Who::Flakem,
             p if p.starts_with("nixos-rebuild") => Who::NixosRebuild,
             _ => Who::Other,
         };
-        let args: Vec<String> = fields.map(str::to_owned).collect();
-        NixStart(NixCall::from_args(who, &args))
-    }
-}
-
-/// A traced line of flakem's stderr: `[host] ` (with several hosts), then `+ cmd` (flakem's
-/// own) or `$ cmd` (the stand-in's), or anything else.
-struct Line<'a> {
-    host: Option<&'a str>,
-    text: &'a str,
-}
-
-impl<'a> Line<'a> {
-    fn parse(line: &'a str) -> Line<'a> {
-        if let Some(rest) = line.strip_prefix('[')
-            && let Some((host, text)) = rest.split_once("] ")
-            && !host.contains(' ')
-        {
-            return Line {
-                host: Some(host),
-                text,
-            };
-        }
-        Line {
-            host: None,
-            text: line,
-        }
+        NixCall::from_args(who, &fields.map(str::to_owned).collect::<Vec<_>>())
     }
 
-    /// The nix command of a `+ ` or `$ ` line, skipping `env` and `VAR=value` words.
-    fn nix(&self) -> Option<NixCall> {
-        let (who, command) = if let Some(c) = self.text.strip_prefix("+ ") {
+    /// The nix command of a traced line (`+ cmd`, flakem's own, or `$ cmd`, the stand-in's),
+    /// skipping `env` and `VAR=value` words.
+    fn traced(text: &str) -> Option<NixCall> {
+        let (who, command) = if let Some(c) = text.strip_prefix("+ ") {
             (Who::Flakem, c)
-        } else if let Some(c) = self.text.strip_prefix("$ ") {
-            (Who::NixosRebuild, c)
         } else {
-            return None;
+            (Who::NixosRebuild, text.strip_prefix("$ ")?)
         };
         let words = shell_words::split(command)
             .unwrap_or_else(|_| command.split_whitespace().map(str::to_owned).collect());
@@ -873,17 +691,25 @@ impl<'a> Line<'a> {
     }
 }
 
+/// A line of flakem's stderr without its `[host] ` prefix (with several hosts), and the host.
+fn split_host(line: &str) -> (Option<&str>, &str) {
+    if let Some(rest) = line.strip_prefix('[')
+        && let Some((host, text)) = rest.split_once("] ")
+        && !host.contains(' ')
+    {
+        return (Some(host), text);
+    }
+    (None, line)
+}
+
 /// One run of flakem (or, as a reference, of nixos-rebuild alone: no lines then).
-#[derive(Default)]
 struct Run {
     hosts: Vec<String>,
-    status: ExitStatus,
-    wall: Duration,
-    /// stderr lines, with when they arrived after the spawn.
-    lines: Vec<(Duration, String)>,
-    stdout: String,
+    /// When the run started (its wall time and its lines' instants are from then).
+    started: Instant,
+    timed: Timed,
     /// What the nix shim logged during the run.
-    nix: Vec<NixStart>,
+    nix: Vec<NixCall>,
     /// The machine's busy CPU time over the run.
     cpu_busy: f64,
     /// CPU time of flakem's process tree (this machine's side: not the hosts' sshd sessions).
@@ -893,7 +719,7 @@ struct Run {
 }
 
 /// Evaluating nix processes of a run, by who ran them.
-#[derive(Default, Clone, Copy, PartialEq)]
+#[derive(Default, Clone, Copy, Serialize)]
 struct Evaluations {
     /// flakem's `+ nix ... eval` (or `build` of a flake attribute) lines.
     flakem: usize,
@@ -921,26 +747,32 @@ impl Evaluations {
 }
 
 impl Run {
-    /// The share of the machine's CPUs other work took during the run.
-    fn others_share(&self) -> f64 {
-        self.cpu_others / (self.wall.as_secs_f64() * nproc() as f64)
+    fn wall(&self) -> Duration {
+        self.timed.ended - self.started
     }
 
-    fn text(&self) -> String {
-        let mut text = String::new();
-        for (_, line) in &self.lines {
-            let _ = writeln!(text, "{line}");
-        }
-        let _ = write!(text, "stdout:\n{}", self.stdout);
-        text
+    /// The share of the machine's CPUs other work took during the run.
+    fn others_share(&self) -> f64 {
+        self.cpu_others / (self.wall().as_secs_f64() * nproc() as f64)
+    }
+
+    /// The share of the machine's CPUs busy during the run.
+    fn busy_share(&self) -> f64 {
+        self.cpu_busy / (self.wall().as_secs_f64() * nproc() as f64)
+    }
+
+    /// Its stderr lines, each with when it arrived after the spawn.
+    fn lines(&self) -> impl Iterator<Item = (Duration, &str)> {
+        let lines = self.timed.lines.iter();
+        lines.map(|(at, line)| (*at - self.started, line.as_str()))
     }
 
     fn evaluations(&self) -> Evaluations {
         let mut e = Evaluations::default();
-        for (_, line) in &self.lines {
-            let Some(call) = Line::parse(line).nix() else {
-                continue;
-            };
+        for call in self
+            .lines()
+            .filter_map(|(_, l)| NixCall::traced(split_host(l).1))
+        {
             match call.who {
                 Who::Flakem if call.evaluates() => e.flakem += 1,
                 Who::NixosRebuild if call.subcommand == "eval" => e.rebuild_eval += 1,
@@ -948,14 +780,12 @@ impl Run {
                 _ => {}
             }
         }
-        for NixStart(call) in &self.nix {
-            if call.evaluates() {
-                match call.who {
-                    Who::Flakem => e.shim_flakem += 1,
-                    Who::NixosRebuild => e.shim_rebuild += 1,
-                    Who::Other => e.shim_other += 1,
-                }
-            }
+        for call in self.nix.iter().filter(|c| c.evaluates()) {
+            *match call.who {
+                Who::Flakem => &mut e.shim_flakem,
+                Who::NixosRebuild => &mut e.shim_rebuild,
+                Who::Other => &mut e.shim_other,
+            } += 1;
         }
         e
     }
@@ -963,7 +793,7 @@ impl Run {
     /// Every nix process of the run, by who and subcommand.
     fn nix_processes(&self) -> BTreeMap<(Who, String), usize> {
         let mut counts = BTreeMap::new();
-        for NixStart(call) in &self.nix {
+        for call in &self.nix {
             let name = if call.subcommand == "build" && call.flake_attribute {
                 "build <flake>#…".to_owned()
             } else {
@@ -974,89 +804,68 @@ impl Run {
         counts
     }
 
-    /// The lines of `host` (all lines when the run has one host), without the prefix.
-    fn host_lines(&self, host: &str) -> Vec<(Duration, &str)> {
-        let single = self.hosts.len() == 1;
-        self.lines
-            .iter()
-            .filter_map(|(at, line)| {
-                let parsed = Line::parse(line);
-                match parsed.host {
-                    Some(h) if h == host => Some((*at, parsed.text)),
-                    None if single => Some((*at, parsed.text)),
-                    _ => None,
-                }
-            })
-            .collect()
-    }
-
-    /// When flakem's names evaluation ended: the first line after its `+ nix ... eval`.
-    fn names_evaluated(&self) -> Option<Duration> {
-        let i = self.lines.iter().position(|(_, l)| {
-            l.starts_with("+ nix ") && Line::parse(l).nix().is_some_and(|c| c.evaluates())
-        })?;
-        self.lines.get(i + 1).map(|(at, _)| *at)
-    }
-
     /// The instants each step of a plain deploy started, per host (see `STEPS`).
     fn steps(&self, host: &str) -> Option<[Duration; STEPS.len()]> {
-        let lines = self.host_lines(host);
+        let single = self.hosts.len() == 1;
+        // The lines of `host` (all lines when the run has one host), without the prefix.
+        let lines: Vec<(Duration, &str)> = (self.lines())
+            .filter_map(|(at, line)| match split_host(line) {
+                (Some(h), text) if h == host => Some((at, text)),
+                (None, text) if single => Some((at, text)),
+                _ => None,
+            })
+            .collect();
         let find = |after: Duration, what: &dyn Fn(&str) -> bool| {
+            let mut lines = lines.iter();
             lines
-                .iter()
                 .find(|(at, text)| *at >= after && what(text))
                 .map(|(at, _)| *at)
         };
-        let names = self.names_evaluated()?;
+        // When flakem's names evaluation ended: the first line after its `+ nix ... eval`.
+        let mut all = self.lines();
+        all.find(|(_, l)| {
+            l.starts_with("+ nix ") && NixCall::traced(l).is_some_and(|c| c.evaluates())
+        })?;
+        let (names, _) = all.next()?;
         let nix_is = |text: &str, sub: &str| {
-            text.starts_with("$ ") && Line::parse(text).nix().is_some_and(|c| c.subcommand == sub)
+            text.starts_with("$ ") && NixCall::traced(text).is_some_and(|c| c.subcommand == sub)
         };
+        let ssh_with = |text: &str, prefix, what| text.starts_with(prefix) && text.contains(what);
         let rebuild = find(names, &|t| t.starts_with("+ nixos-rebuild "))?;
         let build = find(rebuild, &|t| nix_is(t, "build"))?;
         let copy = find(build, &|t| nix_is(t, "copy"))?;
-        let profile = find(copy, &|t| {
-            t.starts_with("$ ssh ") && t.contains(" nix-env -p ")
-        })?;
+        let profile = find(copy, &|t| ssh_with(t, "$ ssh ", " nix-env -p "))?;
         let wait = find(profile, &|t| t.contains("activation takes"))?;
-        let activate = find(wait, &|t| {
-            t.starts_with("$ ssh ") && t.contains("switch-to-configuration")
-        })?;
+        let activate = find(wait, &|t| ssh_with(t, "$ ssh ", "switch-to-configuration"))?;
         let read = find(activate, &|t| {
-            t.starts_with("+ ssh ") && t.contains("readlink -f /run/current-system")
+            ssh_with(t, "+ ssh ", "readlink -f /run/current-system")
         })?;
         Some([names, rebuild, build, copy, profile, wait, activate, read])
     }
 
     fn summary(&self) -> String {
-        let e = self.evaluations();
-        let shim = |n: usize| match self.nix.is_empty() {
-            true => String::new(),
-            false => format!(" (shim {n})"),
-        };
         format!(
-            "{} in {:.2} s; evaluations: flakem {}{}, nixos-rebuild {} eval + {} build{}{}; \
-             CPU: machine busy {:.1} s of {:.1} s, flakem's tree {:.1} s, others {:.1} s",
-            if self.status.success() {
-                "ok"
-            } else {
-                "FAILED"
-            },
-            self.wall.as_secs_f64(),
-            e.flakem,
-            shim(e.shim_flakem),
-            e.rebuild_eval,
-            e.rebuild_build,
-            shim(e.shim_rebuild),
-            if e.shim_other > 0 {
-                format!(", other {}", e.shim_other)
-            } else {
-                String::new()
-            },
+            "{} in {:.2} s; evaluations {}; CPU: machine busy {:.1} s, flakem's tree {:.1} s, \
+             others {:.1} s",
+            self.timed.status,
+            self.wall().as_secs_f64(),
+            json!(self.evaluations()),
             self.cpu_busy,
-            self.wall.as_secs_f64() * nproc() as f64,
             self.cpu_own,
             self.cpu_others,
         )
+    }
+
+    /// Its figures in the JSON.
+    fn data(&self) -> Value {
+        json!({
+            "hosts": self.hosts.len(),
+            "wall_s": self.wall().as_secs_f64(),
+            "cpu_busy_s": self.cpu_busy,
+            "cpu_own_s": self.cpu_own,
+            "cpu_others_s": self.cpu_others,
+            "evaluations": self.evaluations(),
+        })
     }
 }
 
@@ -1077,62 +886,28 @@ const STEPS: [&str; 8] = [
 const TAIL: &str = "after the last host's `readlink`: every connection closed (`ssh -O exit`), the \
                     summary, exit";
 
+#[derive(Serialize)]
 struct Completion {
-    cold: Vec<Duration>,
-    cached: Vec<Duration>,
-    cold_nix: Vec<NixStart>,
-    cached_nix: Vec<NixStart>,
-    cached_nix_calls: usize,
+    /// Milliseconds, each call.
+    cold_ms: Vec<f64>,
+    cached_ms: Vec<f64>,
+    /// Evaluating nix processes of a cold call.
+    cold_evaluations: usize,
+    /// Nix processes of `COUNTED_COMPLETIONS` cached calls.
+    cached_nix: usize,
+    /// What it offered.
     words: String,
+    /// What the cold call wrote to `$XDG_CACHE_HOME/flakem`.
     cache_files: Vec<String>,
 }
 
-impl Completion {
-    fn evaluations(starts: &[NixStart]) -> usize {
-        starts.iter().filter(|NixStart(c)| c.evaluates()).count()
-    }
-
-    fn summary(&self) -> String {
-        format!(
-            "cold {} (evaluations {}), cached median {:.1} ms, max {:.1} ms over {} calls \
-             (nix processes in {} cached calls: {})",
-            list_ms(&self.cold),
-            Completion::evaluations(&self.cold_nix),
-            millis(median(&self.cached)),
-            millis(max(&self.cached)),
-            self.cached.len(),
-            self.cached_nix_calls,
-            self.cached_nix.len()
-        )
-    }
+fn secs(seconds: f64) -> String {
+    format!("{seconds:.2} s")
 }
 
-fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.2} s", d.as_secs_f64())
-}
-
-fn list_ms(values: &[Duration]) -> String {
-    values
-        .iter()
-        .map(|d| format!("{:.0} ms", millis(*d)))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn list_s(values: &[Duration]) -> String {
-    values
-        .iter()
-        .map(|d| format!("{:.2}", d.as_secs_f64()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn walls(runs: &[Run]) -> Vec<Duration> {
-    runs.iter().map(|r| r.wall).collect()
+/// The runs' wall times, in seconds.
+fn walls(runs: &[Run]) -> Vec<f64> {
+    runs.iter().map(|r| r.wall().as_secs_f64()).collect()
 }
 
 /// `x` with its sign and `decimals` decimals, and `±0` when it rounds to zero.
@@ -1149,9 +924,7 @@ fn signed(x: f64, decimals: usize, unit: &str) -> String {
 fn same_or_each(values: &[usize]) -> String {
     match values {
         [first, rest @ ..] if rest.iter().all(|v| v == first) => first.to_string(),
-        _ => values
-            .iter()
-            .map(usize::to_string)
+        _ => (values.iter().map(usize::to_string))
             .collect::<Vec<_>>()
             .join(", "),
     }
@@ -1165,30 +938,39 @@ struct Report {
     diff: Vec<Run>,
     diff_eight: Run,
     /// The runs with the nix shim, by `SHIMMED`'s labels.
-    shimmed: Vec<(&'static str, Run)>,
+    shimmed: [(&'static str, Run); 4],
     /// nixos-rebuild alone: 1 host, 8 at once.
     bare_one: Vec<Run>,
     bare_eight: Vec<Run>,
     /// 8 `nix build`s at once, one `nix build` of the 8.
-    builds: Vec<(Duration, Duration)>,
+    builds: Vec<[f64; 2]>,
     completion: Completion,
     /// The machine's busy share with no run going, before and after.
-    background: (f64, f64),
+    background: [f64; 2],
     /// Runs repeated because of other work on the machine, and the time spent waiting for it.
     discarded: Vec<String>,
     waited: Duration,
     took: Duration,
 }
 
+fn median(values: &[f64]) -> f64 {
+    Stats::of(values).median
+}
+
+/// The median of `f` over `runs`.
+fn med(runs: &[Run], f: impl Fn(&Run) -> f64) -> f64 {
+    median(&runs.iter().map(f).collect::<Vec<_>>())
+}
+
 impl Report {
-    /// Median over `runs` (and their hosts) of each step's duration, and the median over runs
-    /// of the slowest host's; the last entry is the tail after the last host's `readlink`
-    /// (one per run).
-    fn step_table(runs: &[Run]) -> Vec<(Duration, Duration)> {
+    /// Median over `runs` (and their hosts) of each step's milliseconds, and the median over
+    /// runs of the slowest host's; the last entry is the tail after the last host's
+    /// `readlink` (one per run).
+    fn step_table(runs: &[Run]) -> Vec<(f64, f64)> {
         let mut pooled = vec![Vec::new(); STEPS.len() + 1];
         let mut slowest = vec![Vec::new(); STEPS.len() + 1];
         for run in runs {
-            let mut worst = vec![Duration::ZERO; STEPS.len() + 1];
+            let mut worst = vec![0.0_f64; STEPS.len() + 1];
             let mut last_read = Duration::ZERO;
             for host in &run.hosts {
                 let Some(instants) = run.steps(host) else {
@@ -1197,163 +979,172 @@ impl Report {
                 };
                 let mut from = Duration::ZERO;
                 for (i, at) in instants.iter().enumerate() {
-                    let took = at.saturating_sub(from);
+                    let took = millis(at.saturating_sub(from));
                     pooled[i].push(took);
                     worst[i] = worst[i].max(took);
                     from = *at;
                 }
                 last_read = last_read.max(from);
             }
-            let tail = run.wall.saturating_sub(last_read);
+            let tail = millis(run.wall().saturating_sub(last_read));
             pooled[STEPS.len()].push(tail);
             worst[STEPS.len()] = tail;
             for (i, w) in worst.into_iter().enumerate() {
                 slowest[i].push(w);
             }
         }
-        pooled
-            .iter()
-            .zip(&slowest)
-            .map(|(p, s)| (median(p), median(s)))
-            .collect()
+        let both = pooled.iter().zip(&slowest);
+        both.map(|(p, s)| (median(p), median(s))).collect()
     }
 
-    fn markdown(&self) -> String {
-        let (t1, t8) = (median(&walls(&self.one)), median(&walls(&self.eight)));
-        let ratio = t8.as_secs_f64() / t1.as_secs_f64();
+    fn publish(&self) {
+        let machine = Machine::now(&["ssh -V 2>&1", "nix --version", "python3 --version"]);
+        let (results, steps, nix) = (self.results(), self.steps(), self.nix_processes());
+        let each = |runs: &[Run]| runs.iter().map(Run::data).collect::<Vec<_>>();
+        let data = json!({
+            "benchmark": "fleet",
+            "machine": machine,
+            "took_s": self.took.as_secs_f64(),
+            "parameters": {
+                "hosts": HOSTS,
+                "activation_s": ACTIVATION_SECONDS,
+                "runs_of_each_kind": self.runs,
+                "cold_completions": COLD_COMPLETIONS,
+                "cached_completions": self.completion.cached_ms.len(),
+                "quiet_share": QUIET_SHARE,
+                "others_max_share": OTHERS_MAX_SHARE,
+                "attempts": ATTEMPTS,
+            },
+            "tables": {
+                "results": results,
+                "steps": steps,
+                "nix_processes": nix,
+            },
+            "other_work": {
+                "busy_before": self.background[0],
+                "busy_after": self.background[1],
+                "waited_s": self.waited.as_secs_f64(),
+                "discarded": self.discarded,
+            },
+            "runs": {
+                "one": each(&self.one),
+                "eight": each(&self.eight),
+                "plain": each(&self.plain),
+                "diff": each(&self.diff),
+                "diff_eight": self.diff_eight.data(),
+                "bare_one": each(&self.bare_one),
+                "bare_eight": each(&self.bare_eight),
+                "builds_apart_s": self.builds.iter().map(|b| b[0]).collect::<Vec<_>>(),
+                "builds_together_s": self.builds.iter().map(|b| b[1]).collect::<Vec<_>>(),
+            },
+            "completion": self.completion,
+        });
+        common::publish(
+            "fleet",
+            &data,
+            &[
+                ("fleet-machine", machine.markdown(&self.run_facts())),
+                ("fleet-results", results.markdown()),
+                ("fleet-steps", steps.markdown()),
+                ("fleet-nix", nix.markdown()),
+            ],
+        );
+    }
+
+    /// The run's own items of "Machine and run": other work on the machine, the runs.
+    fn run_facts(&self) -> [String; 2] {
+        let kept = [&self.one, &self.eight, &self.plain, &self.diff]
+            .into_iter()
+            .flatten();
+        let kept: Vec<f64> = (kept.chain([&self.diff_eight]))
+            .map(Run::others_share)
+            .collect();
+        let discarded = match &self.discarded[..] {
+            [] => String::new(),
+            d => format!(": {}", d.join("; ")),
+        };
+        [
+            format!(
+                "other work on the machine (it is shared): its CPUs were {:.0} % busy in 2 s with \
+                 nothing of this benchmark running before the runs, {:.0} % after them; waited {:.0} \
+                 s in all for it to be quiet; {} run(s) repeated{discarded}; in the runs kept, \
+                 other processes took {:.1} % of the CPUs (median), {:.1} % at most",
+                self.background[0] * 100.0,
+                self.background[1] * 100.0,
+                self.waited.as_secs_f64(),
+                self.discarded.len(),
+                median(&kept) * 100.0,
+                Stats::of(&kept).max * 100.0,
+            ),
+            format!(
+                "whole benchmark: {:.0} s; {} runs of each kind; every run checked: exit 0, each \
+                 host `ok` in the `--json` summary with the fresh generation, which the host now runs",
+                self.took.as_secs_f64(),
+                self.runs
+            ),
+        ]
+    }
+
+    /// The figures of issue 5, (1) to (4), with its targets.
+    fn results(&self) -> Table {
+        let [t1s, t8s, b1s, b8s, tps, tds] = [
+            &self.one,
+            &self.eight,
+            &self.bare_one,
+            &self.bare_eight,
+            &self.plain,
+            &self.diff,
+        ]
+        .map(|runs| median(&walls(runs)));
+        let ratio = t8s / t1s;
         let activation: f64 = ACTIVATION_SECONDS.parse().unwrap_or(0.0);
-        let ratio_rest = (t8.as_secs_f64() - activation) / (t1.as_secs_f64() - activation);
-        let evals =
-            |runs: &[Run]| -> Vec<Evaluations> { runs.iter().map(Run::evaluations).collect() };
-        let (e1, e8) = (evals(&self.one), evals(&self.eight));
-        let (ep, ed) = (evals(&self.plain), evals(&self.diff));
+        let evals = |runs: &[Run]| runs.iter().map(Run::evaluations).collect::<Vec<_>>();
+        let (e1, e8, ep, ed) = (
+            evals(&self.one),
+            evals(&self.eight),
+            evals(&self.plain),
+            evals(&self.diff),
+        );
         let ed8 = self.diff_eight.evaluations();
         let shim_evals: Vec<Evaluations> =
             self.shimmed.iter().map(|(_, r)| r.evaluations()).collect();
-        let consistent = shim_evals.iter().all(Evaluations::consistent);
         let others: usize = shim_evals.iter().map(|e| e.shim_other).sum();
         let pick = |es: &[Evaluations], f: fn(&Evaluations) -> usize| {
             same_or_each(&es.iter().map(f).collect::<Vec<_>>())
         };
-        let med = |v: Vec<f64>| median(&v);
-        // Machine busy CPU-seconds, its share of all CPUs, flakem's tree's CPU-seconds.
-        let cpu = |runs: &[Run]| {
-            (
-                med(runs.iter().map(|r| r.cpu_busy).collect()),
-                med(runs
-                    .iter()
-                    .map(|r| r.cpu_busy / (r.wall.as_secs_f64() * nproc() as f64))
-                    .collect()),
-                med(runs.iter().map(|r| r.cpu_own).collect()),
-            )
-        };
-        let (cpu1, share1, own1) = cpu(&self.one);
-        let (cpu8, share8, own8) = cpu(&self.eight);
-        let (b1, b8) = (
-            median(&walls(&self.bare_one)),
-            median(&walls(&self.bare_eight)),
-        );
-        let bare_ratio = b8.as_secs_f64() / b1.as_secs_f64();
-        let (_, _, bare_own1) = cpu(&self.bare_one);
-        let (_, _, bare_own8) = cpu(&self.bare_eight);
-        let (tp, td) = (median(&walls(&self.plain)), median(&walls(&self.diff)));
+        let own8 = med(&self.eight, |r| r.cpu_own);
+        // What an 8-host run needed of this machine's CPUs: its busy time less other work's.
+        let work8 =
+            (med(&self.eight, |r| r.cpu_busy) - med(&self.eight, |r| r.cpu_others)).max(own8);
+        let n = nproc() as f64;
+        let client_floor = activation + own8 / n;
         let c = &self.completion;
-        let cached_median = millis(median(&c.cached));
-        let (s1, s8) = (
-            Report::step_table(&self.one),
-            Report::step_table(&self.eight),
-        );
-        let busy_lines = self
-            .eight
-            .iter()
-            .flat_map(|r| &r.lines)
+        let cached = Stats::of(&c.cached_ms);
+        let busy_lines = (self.eight.iter().flat_map(|r| r.lines()))
             .filter(|(_, l)| l.contains("SQLite database") && l.contains("is busy"))
             .count();
-        let apart = median(&self.builds.iter().map(|b| b.0).collect::<Vec<_>>());
-        let together = median(&self.builds.iter().map(|b| b.1).collect::<Vec<_>>());
+        let build = |i: usize| {
+            secs(median(
+                &self.builds.iter().map(|b| b[i]).collect::<Vec<_>>(),
+            ))
+        };
 
-        let mut md = String::new();
-        let w = &mut md;
-        let _ = writeln!(
-            w,
-            "## Many hosts, `--diff` and completion (`cargo bench --bench fleet`)\n"
-        );
-        let _ = writeln!(
-            w,
-            "Written by `cargo bench --bench fleet` ([benches/fleet.rs](benches/fleet.rs)) on the \
-             same test bed: {} hosts (`{}`, configurations added to the test flake), the \
-             stand-in `nixos-rebuild` of `tests/fixtures/bin-ng` doing the real deploy (real \
-             nix evaluations, builds and copies, the profile and `switch-to-configuration` on \
-             the host over real OpenSSH) with its activation fixed at {ACTIVATION_SECONDS} s \
-             (`FAKE_NIXOS_REBUILD_ACTIVATION_SECONDS={ACTIVATION_SECONDS}`: a wait just before \
-             `switch-to-configuration`). Figures, not test assertions. This benchmark rewrites \
-             only this section.\n",
-            HOSTS.len(),
-            HOSTS.join("`, `")
-        );
-        let _ = writeln!(w, "### Machine and run\n");
-        common::write_machine(w, &["ssh -V 2>&1", "nix --version", "python3 --version"]);
-        let kept: Vec<&Run> = self
-            .one
-            .iter()
-            .chain(&self.eight)
-            .chain(&self.plain)
-            .chain(&self.diff)
-            .chain([&self.diff_eight])
-            .collect();
-        let others_median = med(kept.iter().map(|r| r.others_share()).collect());
-        let others_max = kept.iter().map(|r| r.others_share()).fold(0.0, f64::max);
-        let _ = writeln!(
-            w,
-            "- other work on the machine (it is shared): its CPUs were {:.0} % busy in 2 s with \
-             nothing of this benchmark running before the runs, {:.0} % after them. Before \
-             each run the benchmark waits for the machine to be quiet (< {:.0} % busy; waited \
-             {:.0} s in all); a run during which other processes took more than {:.0} % of the \
-             CPUs is repeated with a new generation ({} repeated{}). In the runs kept, other \
-             processes took {:.1} % of the CPUs (median), {:.1} % at most",
-            self.background.0 * 100.0,
-            self.background.1 * 100.0,
-            QUIET_SHARE * 100.0,
-            self.waited.as_secs_f64(),
-            OTHERS_MAX_SHARE * 100.0,
-            self.discarded.len(),
-            if self.discarded.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", self.discarded.join("; "))
-            },
-            others_median * 100.0,
-            others_max * 100.0,
-        );
-        let _ = writeln!(
-            w,
-            "- whole benchmark: {:.0} s; {} runs of each kind; every run checked: exit 0, \
-             each host `ok` in the `--json` summary with the fresh generation, which the host \
-             now runs\n",
-            self.took.as_secs_f64(),
-            self.runs
-        );
-
-        let _ = writeln!(w, "### Results\n");
         let row =
             |figure: &str, value: String| [figure.to_owned(), value, String::new(), String::new()];
         let met = |figure: &str, value: String, target: String, ok: bool| {
-            [figure.to_owned(), value, target, yes_no(ok).to_owned()]
+            [figure.to_owned(), value, target, yes_no(ok)]
         };
         // Wall times: the median, then each run's.
         let walls_row = |figure: &str, runs: &[Run]| {
             let walls = walls(runs);
-            let value = format!("{} ({})", secs(median(&walls)), list_s(&walls));
+            let each: Vec<String> = walls.iter().map(|s| format!("{s:.2}")).collect();
+            let value = format!("{} ({})", secs(median(&walls)), each.join(", "));
             row(&format!("{figure}, median (each run)"), value)
         };
         let own_evaluations = |figure: &str, es: &[Evaluations]| {
             let target = TARGET_OWN_EVALUATIONS;
-            met(
-                figure,
-                pick(es, |e| e.flakem),
-                target.to_string(),
-                es.iter().all(|e| e.flakem == target),
-            )
+            let ok = es.iter().all(|e| e.flakem == target);
+            met(figure, pick(es, |e| e.flakem), target.to_string(), ok)
         };
         let by_rebuild = |es: &[Evaluations]| {
             format!(
@@ -1378,14 +1169,12 @@ impl Report {
             met(
                 "(1) **8 hosts ÷ 1 host** (medians)",
                 format!("**{ratio:.2}**"),
-                format!("≤ {TARGET_RATIO}"),
+                format!("≤ {TARGET_RATIO} (≤ {:.2} s here)", TARGET_RATIO * t1s),
                 ratio <= TARGET_RATIO,
             ),
             row(
-                &format!(
-                    "(1) same without the {ACTIVATION_SECONDS} s activation: (t₈ − 1 s) ÷ (t₁ − 1 s)"
-                ),
-                format!("{ratio_rest:.2}"),
+                "(1) same without the 1 s activation: (t₈ − 1 s) ÷ (t₁ − 1 s)",
+                format!("{:.2}", (t8s - activation) / (t1s - activation)),
             ),
             walls_row(
                 "(1) reference, not flakem: `nixos-rebuild switch` (the stand-in) alone, same arguments, 1 host",
@@ -1397,15 +1186,31 @@ impl Report {
             ),
             row(
                 "(1) reference: **8 ÷ 1 for nixos-rebuild alone**",
-                format!("**{bare_ratio:.2}**"),
+                format!("**{:.2}**", b8s / b1s),
             ),
             row(
                 "(1) flakem's wall time over nixos-rebuild alone's (medians): 1 host / 8 hosts",
-                format!(
-                    "{:+.2} s / {:+.2} s",
-                    t1.as_secs_f64() - b1.as_secs_f64(),
-                    t8.as_secs_f64() - b8.as_secs_f64()
-                ),
+                format!("{:+.2} s / {:+.2} s", t1s - b1s, t8s - b8s),
+            ),
+            row(
+                "(1) reference: the 8 toplevels built by 8 `nix build`s at once / by one `nix build` of all 8 (medians)",
+                format!("{} / {}", build(0), build(1)),
+            ),
+            row(
+                "(1) CPU-seconds an 8-host run needed (the machine's busy time less other work's; median)",
+                format!("{work8:.1} s"),
+            ),
+            row(
+                "(1) the floor they set: 1 s activation + CPU-seconds ÷ CPUs (measured: t₈)",
+                format!("{:.2} s ({})", activation + work8 / n, secs(t8s)),
+            ),
+            row(
+                "(1) the floor flakem's process tree alone sets: 1 s + its CPU-seconds ÷ CPUs, and ÷ t₁",
+                format!("{client_floor:.2} s, {:.2}", client_floor / t1s),
+            ),
+            row(
+                "(1) nix's \"SQLite database … is busy\" lines in the 8-host runs",
+                busy_lines.to_string(),
             ),
             own_evaluations(
                 "(2) nix evaluations by flakem itself (`+ nix … eval`), 1 host",
@@ -1423,14 +1228,28 @@ impl Report {
                 "(2) by nixos-rebuild (the stand-in), 8 hosts: `$ nix … eval` + `$ nix … build <flake>#…`",
                 by_rebuild(&e8),
             ),
+            row(
+                &format!(
+                    "(2) cross-check: the `nix` shim's count of evaluating nix processes (in {} runs, not timed) matches the trace lines",
+                    self.shimmed.len()
+                ),
+                format!(
+                    "{}{}",
+                    yes_no(shim_evals.iter().all(Evaluations::consistent)),
+                    match others {
+                        0 => String::new(),
+                        n => format!(" ({n} evaluating nix processes had another parent)"),
+                    }
+                ),
+            ),
             walls_row("(3) `switch-push` 1 host, wall time", &self.plain),
             walls_row("(3) `switch-push --diff` 1 host, wall time", &self.diff),
             row(
                 "(3) what `--diff` adds, 1 host (difference of the medians)",
                 format!(
                     "{} ({})",
-                    signed(td.as_secs_f64() - tp.as_secs_f64(), 2, " s"),
-                    signed((td.as_secs_f64() / tp.as_secs_f64() - 1.0) * 100.0, 0, " %")
+                    signed(tds - tps, 2, " s"),
+                    signed((tds / tps - 1.0) * 100.0, 0, " %")
                 ),
             ),
             row(
@@ -1442,11 +1261,17 @@ impl Report {
                 own_and_rebuild(&ed),
             ),
             row(
-                &format!(
-                    "(3) `switch-push --diff` 8 hosts, one run: wall time (plain: {})",
-                    secs(t8)
+                "(3) `switch-push --diff` 8 hosts, one run: wall time (plain: median), and what `--diff` changed",
+                format!(
+                    "{} ({}), {}",
+                    secs(self.diff_eight.wall().as_secs_f64()),
+                    secs(t8s),
+                    signed(self.diff_eight.wall().as_secs_f64() - t8s, 2, " s")
                 ),
-                secs(self.diff_eight.wall),
+            ),
+            row(
+                "(3) CPU time of flakem's process tree, 8 hosts: `--diff` (one run) / plain (median)",
+                format!("{:.1} s / {own8:.1} s", self.diff_eight.cpu_own),
             ),
             met(
                 "(3) evaluations, 8 hosts, `--diff`: flakem's own + nixos-rebuild's",
@@ -1457,338 +1282,96 @@ impl Report {
             row(
                 &format!(
                     "(4) completion of `flakem build-there <TAB>`, cold (fresh cache; {} nix evaluation), each call",
-                    Completion::evaluations(&c.cold_nix)
+                    c.cold_evaluations
                 ),
-                list_ms(&c.cold),
+                (c.cold_ms.iter().map(|ms| format!("{ms:.0} ms")))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             ),
             met(
-                &format!("(4) completion, cached, median of {} calls", c.cached.len()),
-                format!("**{cached_median:.1} ms**"),
+                &format!(
+                    "(4) completion, cached, median of {} calls",
+                    c.cached_ms.len()
+                ),
+                format!("**{:.1} ms**", cached.median),
                 format!("< {TARGET_CACHED_MS:.0} ms"),
-                cached_median < TARGET_CACHED_MS,
+                cached.median < TARGET_CACHED_MS,
             ),
             row(
                 "(4) completion, cached, min / max",
-                format!(
-                    "{:.1} / {:.1} ms",
-                    millis(min(&c.cached)),
-                    millis(max(&c.cached))
-                ),
+                format!("{:.1} / {:.1} ms", cached.min, cached.max),
             ),
             row(
-                &format!(
-                    "(4) nix processes started by {} cached calls",
-                    c.cached_nix_calls
-                ),
-                c.cached_nix.len().to_string(),
+                &format!("(4) nix processes started by {COUNTED_COMPLETIONS} cached calls"),
+                c.cached_nix.to_string(),
             ),
+            row("(4) names offered", c.words.clone()),
         ];
-        write_table(w, ["figure", "value", "target", "met"], rows);
+        Table::new(["figure", "value", "target", "met"], rows)
+    }
 
-        let _ = writeln!(
-            w,
-            "Cross-check of the evaluation counts: in {} runs made with the `nix` shim (1 and 8 \
-             hosts, plain and `--diff`; not timed), its count of evaluating nix processes started \
-             by flakem and by the stand-in {} the trace lines{}.\n",
-            self.shimmed.len(),
-            if consistent {
-                "matches"
-            } else {
-                "**does not match**"
-            },
-            if others > 0 {
-                format!(" ({others} evaluating nix processes had another parent)")
-            } else {
-                String::new()
-            }
-        );
-
-        let _ = writeln!(w, "### Where the time goes (plain `switch-push`)\n");
-        let _ = writeln!(
-            w,
-            "From the arrival of flakem's stderr lines: each step runs from the line that \
-             starts it to the line that starts the next. 1 host: median over its runs; 8 hosts: \
-             median over every host of every run, and the slowest host's (median over runs).\n"
-        );
+    /// Where the time of a plain deploy goes, and the CPU time it took.
+    fn steps(&self) -> Table {
+        let (s1, s8) = (Self::step_table(&self.one), Self::step_table(&self.eight));
         let steps = STEPS.iter().copied().chain([TAIL]).zip(s1.iter().zip(&s8));
         let mut rows: Vec<[String; 4]> = steps
             .map(|(label, ((a, _), (b, bw)))| {
-                let [a, b, bw] = [a, b, bw].map(|d| format!("{:.0} ms", millis(*d)));
+                let [a, b, bw] = [a, b, bw].map(|ms| format!("{ms:.0} ms"));
                 [label.to_owned(), a, b, bw]
             })
             .collect();
         let whole =
             |label: &str, one: String, eight: String| [label.to_owned(), one, String::new(), eight];
+        let cpu = |runs: &[Run]| format!("{:.1} s", med(runs, |r| r.cpu_own));
+        let busy = |runs: &[Run]| {
+            let (busy, share) = (med(runs, |r| r.cpu_busy), med(runs, Run::busy_share));
+            format!("{busy:.1} s, {:.0} %", share * 100.0)
+        };
+        let ms = |runs: &[Run]| format!("**{:.0} ms**", median(&walls(runs)) * 1e3);
         rows.extend([
-            whole(
-                "**whole run** (wall time, median)",
-                format!("**{:.0} ms**", millis(t1)),
-                format!("**{:.0} ms**", millis(t8)),
-            ),
+            whole("**whole run** (wall time, median)", ms(&self.one), ms(&self.eight)),
             whole(
                 "CPU time of flakem's process tree on this machine (flakem, stand-in, nix, ssh; median)",
-                format!("{own1:.1} s"),
-                format!("{own8:.1} s"),
+                cpu(&self.one),
+                cpu(&self.eight),
             ),
             whole(
                 "the same for nixos-rebuild alone (reference; median)",
-                format!("{bare_own1:.1} s"),
-                format!("{bare_own8:.1} s"),
+                cpu(&self.bare_one),
+                cpu(&self.bare_eight),
             ),
             whole(
                 &format!(
                     "the machine's busy CPU time during the run, and its share of the {} CPUs (median)",
                     nproc()
                 ),
-                format!("{cpu1:.1} s, {:.0} %", share1 * 100.0),
-                format!("{cpu8:.1} s, {:.0} %", share8 * 100.0),
+                busy(&self.one),
+                busy(&self.eight),
             ),
         ]);
-        write_table(
-            w,
+        Table::new(
             ["step", "1 host", "8 hosts, per host", "8 hosts, slowest"],
             rows,
-        );
-        let _ = writeln!(
-            w,
-            "A reference, not flakem: the 8 toplevels (fresh generations) built on this machine \
-             by 8 `nix build` processes at once, as the 8 stand-ins do: {} (median of {}); by \
-             one `nix build` of all 8 attributes: {}.\n",
-            secs(apart),
-            self.builds.len(),
-            secs(together)
-        );
+        )
+    }
 
-        let _ = writeln!(
-            w,
-            "Every nix process of a run (the shim's log, in the runs made with it):\n"
-        );
-        let mut rows = Vec::new();
-        for (label, run) in &self.shimmed {
-            for ((who, sub), n) in run.nix_processes() {
+    /// Every nix process of the runs made with the shim.
+    fn nix_processes(&self) -> Table {
+        let rows = self.shimmed.iter().flat_map(|(label, run)| {
+            run.nix_processes().into_iter().map(move |((who, sub), n)| {
                 let who = match who {
                     Who::Flakem => "flakem",
                     Who::NixosRebuild => "nixos-rebuild (stand-in)",
                     Who::Other => "other",
                 };
-                rows.push([
+                [
                     label.to_string(),
                     who.to_owned(),
                     format!("`{sub}`"),
                     n.to_string(),
-                ]);
-            }
-        }
-        write_table(
-            w,
-            ["run", "started by", "nix subcommand", "processes"],
-            rows,
-        );
-
-        // The steps (not the wait) that grew most from 1 host to 8.
-        let mut grown: Vec<(f64, &str, f64, f64)> = STEPS
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != 6)
-            .map(|(i, label)| {
-                let (a, b) = (millis(s1[i].0), millis(s8[i].0));
-                (b - a, *label, a, b)
+                ]
             })
-            .collect();
-        grown.sort_by(|x, y| y.0.total_cmp(&x.0));
-        let grown: Vec<String> = grown
-            .iter()
-            .take(3)
-            .map(|(_, label, a, b)| format!("{label}: {a:.0} → {b:.0} ms"))
-            .collect();
-
-        let _ = writeln!(w, "### Reading the figures\n");
-        let others8 = med(self.eight.iter().map(|r| r.cpu_others).collect());
-        let work8 = (cpu8 - others8).max(own8);
-        let n = nproc() as f64;
-        let bound = activation + own8 / n;
-        let _ = writeln!(
-            w,
-            "- (1) 8 hosts took {ratio:.2} × the time of 1 host (target ≤ {TARGET_RATIO}, i.e. \
-             ≤ {:.2} s here: {}). The {ACTIVATION_SECONDS} s activations overlap (each host \
-             waits its second at the same time: {:.0} ms per host, {:.0} ms for the slowest). \
-             What grows is the work before them, done for all 8 hosts at once on this one \
-             machine; the steps that grew most per host: {}.",
-            TARGET_RATIO * t1.as_secs_f64(),
-            yes_no(ratio <= TARGET_RATIO),
-            millis(s8[6].0),
-            millis(s8[6].1),
-            grown.join("; "),
-        );
-        let _ = writeln!(
-            w,
-            "\n  The cause is the machine's CPUs: the test bed has {} and runs the 8 hosts on \
-             them too. An 8-host run needed about {work8:.1} CPU-seconds (the machine's busy \
-             time less other work's): {own8:.1} in flakem's process tree (flakem, the \
-             stand-ins, nix, ssh) and the rest in the hosts' sshd sessions, `nix-store \
-             --serve`, `nix-env` and sudo. Nearly all of it comes before the activation, so \
-             the last host cannot start its wait before ≈ {work8:.1} ÷ {} = {:.2} s: ≈ {:.2} s \
-             in all, against {} measured. The \
-             client side alone puts the floor at \
-             {ACTIVATION_SECONDS} s + {own8:.1} ÷ {} = {bound:.2} s, {:.2} × one host{}. The \
-             steps themselves are not slow: 8 `nix build`s of the 8 toplevels at once took {} \
-             on their own (one `nix build` of all 8: {}); in the table each step's growth is \
-             mostly time spent waiting for a CPU held by the other hosts' work.",
-            nproc(),
-            nproc(),
-            work8 / n,
-            activation + work8 / n,
-            secs(t8),
-            nproc(),
-            bound / t1.as_secs_f64(),
-            if bound / t1.as_secs_f64() > TARGET_RATIO {
-                ": over the target, however the hosts are scheduled"
-            } else {
-                ""
-            },
-            secs(apart),
-            secs(together),
-        );
-        let _ = writeln!(
-            w,
-            "\n  nixos-rebuild alone, with the same arguments and no flakem, {}: 8 at once took \
-             {bare_ratio:.2} × one ({} against {}). flakem adds {:+.2} s to one host and {:+.2} \
-             s to 8, and {:+.1} / {:+.1} CPU-seconds (1 / 8 hosts) to nixos-rebuild's \
-             {bare_own1:.1} / {bare_own8:.1}: its names evaluation (once for all hosts), its \
-             checks ({:.0} ms before the first `+ nixos-rebuild` with 1 host, {:.0} ms for the \
-             last with 8) and reading each host's system afterwards.{}",
-            if bare_ratio > TARGET_RATIO {
-                "misses 1.5 as well on this machine"
-            } else {
-                "stays within 1.5"
-            },
-            secs(b8),
-            secs(b1),
-            t1.as_secs_f64() - b1.as_secs_f64(),
-            t8.as_secs_f64() - b8.as_secs_f64(),
-            own1 - bare_own1,
-            own8 - bare_own8,
-            millis(s1[0].0 + s1[1].0),
-            millis(s8[0].1 + s8[1].1),
-            if busy_lines > 0 {
-                format!(
-                    " (nix printed \"SQLite database … is busy\" {busy_lines} times in the \
-                     8-host runs: 8 nix processes on one store database and evaluation cache.)"
-                )
-            } else {
-                String::new()
-            },
-        );
-        let _ = writeln!(
-            w,
-            "- (2) flakem ran {} evaluation of its own for 1 host and {} for 8 (`+ nix … eval \
-             --json --impure --expr …getFlake…`: the configuration names, once for all hosts). \
-             The evaluations per host are nixos-rebuild's: the stand-in, like the real one in \
-             flake mode without `--build-host`, evaluates and builds each host's toplevel with \
-             `nix build '<flake>#nixosConfigurations.\"HOST\".config.system.build.toplevel'` \
-             (its `$ nix … build` lines; it prints `$ nix … eval` only with `--build-host`): one \
-             per host.",
-            pick(&e1, |e| e.flakem),
-            pick(&e8, |e| e.flakem),
-        );
-        let _ = writeln!(
-            w,
-            "- (3) `--diff` splits the deploy: once every host passed its checks, flakem \
-             evaluates the `drvPath` of every host's system in one `nix eval` (`+ nix … eval \
-             --json … [ f.nixosConfigurations.\"node1\"….drvPath … ]`), realises each here \
-             (`nix-store --realise`), copies it, runs `nix store diff-closures` on the host, then \
-             activates with `nixos-rebuild switch --store-path` (which evaluates nothing). So the \
-             per-host evaluations leave nixos-rebuild, and flakem adds one evaluation for all \
-             hosts: flakem's own + nixos-rebuild's are {} + {} for 1 host and {} + {} for 8 (the \
-             names, then every host's derivation). That is what the split costs in evaluations, \
-             which the issue asks to report; the plain deploy keeps its one. In time, `--diff` \
-             changed a deploy \
-             by {} for one host (medians of {} runs each: its extra steps and the diff over ssh, \
-             against the stand-in's `nix build` it spares) and by {} for 8 hosts (one run, \
-             against the median of the plain ones), where flakem's process tree used \
-             {:.1} CPU-seconds against {:.1} without `--diff`.",
-            pick(&ed, |e| e.flakem),
-            pick(&ed, Evaluations::rebuild),
-            ed8.flakem,
-            ed8.rebuild(),
-            signed(td.as_secs_f64() - tp.as_secs_f64(), 2, " s"),
-            self.runs,
-            signed(
-                self.diff_eight.wall.as_secs_f64() - t8.as_secs_f64(),
-                2,
-                " s"
-            ),
-            self.diff_eight.cpu_own,
-            own8,
-        );
-        let _ = writeln!(
-            w,
-            "- (4) The first completion evaluates the flake (one `nix eval --json --impure \
-             --expr …`) and writes `$XDG_CACHE_HOME/flakem/{}`; later calls read that file \
-             (keyed by the flake's lock and its files' paths, sizes and modification times) and \
-             start no nix process. The timing is the completion process alone, spawn to exit; \
-             bash adds the fork of its `$( … )`. The test flake evaluates in milliseconds, so \
-             the cold call here is a floor: on a flake that imports nixpkgs the evaluation \
-             takes seconds, and only the first Tab after a change pays it. Offered: {}.\n",
-            c.cache_files.first().map_or("names-….json", String::as_str),
-            c.words.split_whitespace().collect::<Vec<_>>().join(" ")
-        );
-
-        let _ = writeln!(w, "{}", METHOD);
-        md
+        });
+        Table::new(["run", "started by", "nix subcommand", "processes"], rows)
     }
 }
-
-const METHOD: &str = r#"### How it is measured
-
-- **Runs.** Every run deploys a fresh generation to each of its hosts (the test flake's
-  `test-overrides.nix` changes, so each toplevel is a new store path: nix really evaluates,
-  builds, copies and activates), after one warm-up run to all 8 hosts. 1-host and 8-host
-  runs alternate, as do plain and `--diff` runs, and each round of flakem's runs is
-  followed by the same round of the reference (nixos-rebuild alone), so that drift on the
-  machine hits both sides. Command:
-  `flakem switch-push --json [--diff] node1[,node2,...]`, default `--jobs` (all hosts, up to 8),
-  the dialect probed (`auto`: ng, the stand-in of `tests/fixtures/bin-ng`).
-- **Wall time.** From spawning flakem to its exit. Median over the runs; the ratio is the
-  ratio of the medians.
-- **Evaluations.** flakem's stderr lines: flakem prints `+ <command>` before each process it
-  starts, the stand-in prints `$ <command>` before each of its own, and with several hosts
-  both carry the host's `[host] ` prefix. An evaluation is a `nix eval`, or a `nix build` of a
-  flake attribute (`<flake>#...`), which evaluates before it builds; `nix copy`, `nix store
-  diff-closures` and `nix-store --realise` evaluate nothing. Cross-check: in four more runs,
-  not timed (1 and 8 hosts, plain and `--diff`), a `nix` shim first on PATH logs, for every
-  nix process, its parent's name (`flakem`, or the stand-in's `nixos-rebuild.sh`) and its
-  arguments, then execs the real nix. The timed runs (flakem's and the references') go
-  without it: it starts a bash and a `tr` before every nix process, a cost only the runs
-  through it would pay.
-- **Steps.** Each stderr line is timestamped as it arrives; a step is the time between the
-  line that starts it and the line that starts the next (see the table).
-- **CPU.** The machine's busy time (`/proc/stat`: all but idle and iowait) over the run,
-  against wall time × the number of CPUs; flakem's process tree's CPU time
-  (`getrusage(RUSAGE_CHILDREN)` of the benchmark before and after: flakem and everything it
-  waited for); other work's CPU time: the user and system time, with their reaped children's,
-  of every process that is neither a descendant of the benchmark nor names the bed's
-  directory, summed before and after the run.
-- **Other work.** The machine is shared. Before each run the benchmark waits (150 s at most
-  in all) until its CPUs are less than 15 % busy over a second, and a run during which other
-  work took more than 10 % of them is repeated with a new generation (4 tries at most).
-- **References, not flakem.** `nixos-rebuild switch --no-reexec --sudo --use-substitutes
-  --target-host H --flake .#H` (what flakem runs) started directly, for 1 host and for 8 at
-  once, with the same environment; and `nix build --json --no-link` of the 8 toplevels, as 8
-  processes at once and as one.
-- **Completion.** The call bash's completion function (`COMPLETE=bash flakem`) makes on Tab:
-  `COMPLETE=bash _CLAP_COMPLETE_INDEX=2 _CLAP_COMPLETE_COMP_TYPE=9 flakem -- flakem
-  build-there ''`, in the test flake's directory, with the bed's `NIX_SSHOPTS` (its ssh config
-  gives the aliases). Cold: a fresh `XDG_CACHE_HOME` each time (so flakem's cache and nix's
-  are empty). Cached: the same call again with the cache the last cold call wrote.
-
-### Reproduce
-
-As root on Debian 12 with the test bed's packages (`apt-get install -y nix-bin
-openssh-server openssh-client sudo age iproute2 util-linux python3`):
-
-```
-cargo bench --bench fleet     # about five minutes; rewrites this section of BENCHMARKS.md
-FLAKEM_BENCH_RUNS=1 FLAKEM_BENCH_COMPLETIONS=5 cargo bench --bench fleet   # a quick try (also rewrites it)
-```
-"#;

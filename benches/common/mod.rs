@@ -1,8 +1,9 @@
 //! What the two benchmarks (benches/reset.rs, benches/fleet.rs) share: running a deployer
 //! with its stderr lines timestamped as they arrive, the shims they put first on PATH, the
-//! statistics, and BENCHMARKS.md: its layout (the reset benchmark's part, then the fleet
-//! benchmark's section), its tables and the machine a benchmark ran on. Each benchmark
-//! includes it as `mod common`; everything here is used by both.
+//! statistics, the machine a benchmark ran on, and publishing the figures. The figures are
+//! data: a benchmark writes them to `benches/results/<name>.json` and replaces the generated
+//! parts of BENCHMARKS.md (tables and lists between `<!-- generated: … -->` markers); the
+//! prose around them is written by hand, so none of it lives here.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -13,6 +14,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// Whether this is `cargo bench`, which passes `--bench`: `cargo test --all-targets` runs
+/// the benchmarks' binaries too, and these take minutes and root.
+pub fn benchmarking(name: &str) -> bool {
+    let yes = std::env::args().any(|a| a == "--bench");
+    if !yes {
+        eprintln!("{name} benchmark: run it with `cargo bench --bench {name}`; nothing to do here");
+    }
+    yes
+}
 
 /// The number in the environment variable `name`, or `default` when it is unset, not a
 /// number or 0.
@@ -34,6 +47,17 @@ pub struct Timed {
     pub stdout: String,
 }
 
+impl Timed {
+    /// Its stderr and stdout, for the message of a failed run.
+    pub fn text(&self) -> String {
+        let mut text = String::new();
+        for (_, line) in &self.lines {
+            let _ = writeln!(text, "{line}");
+        }
+        text + "stdout:\n" + &self.stdout
+    }
+}
+
 /// Runs `command` with stdout and stderr piped. Each stderr line is timestamped as it arrives
 /// and handed at once to `on_line` (on the thread that reads them); stdout is kept whole.
 /// Kills it and panics if it is still running after `deadline`.
@@ -42,12 +66,12 @@ pub fn run_timed(
     deadline: Duration,
     mut on_line: impl FnMut(&str) + Send + 'static,
 ) -> Timed {
+    let started = Instant::now();
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
-    let give_up = Instant::now() + deadline;
     let stderr = child.stderr.take().expect("stderr");
     let mut stdout = child.stdout.take().expect("stdout");
     let reader = thread::spawn(move || {
@@ -72,7 +96,7 @@ pub fn run_timed(
         if let Some(status) = child.try_wait().expect("wait") {
             break (status, Instant::now());
         }
-        if Instant::now() > give_up {
+        if started.elapsed() > deadline {
             let _ = child.kill();
             let _ = child.wait();
             panic!("{command:?} still running after {deadline:?}; killed it");
@@ -128,12 +152,13 @@ pub fn first_in(name: &str, dirs: impl IntoIterator<Item = impl AsRef<Path>>) ->
         .unwrap_or_else(|| panic!("no {name} found"))
 }
 
+fn own_path() -> Vec<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect()
+}
+
 /// The program `name` on this process's PATH (the real one a shim execs).
 pub fn on_path(name: &str) -> PathBuf {
-    first_in(
-        name,
-        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
-    )
+    first_in(name, own_path())
 }
 
 /// PATH for the runs: `first` (shim directories), then the stand-in nixos-rebuild of
@@ -142,190 +167,162 @@ pub fn search_path(first: &[&Path]) -> OsString {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let mut dirs: Vec<PathBuf> = first.iter().map(|d| d.to_path_buf()).collect();
     dirs.push(fixtures.join("bin-ng"));
-    dirs.extend(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    ));
+    dirs.extend(own_path());
     std::env::join_paths(dirs).expect("PATH")
 }
 
-/// A figure the statistics below take: a number, or a duration.
-pub trait Figure: Copy + PartialOrd {
-    /// What the statistics of no values are.
-    const NONE: Self;
-    fn halfway(self, other: Self) -> Self;
+/// Median, min and max of a figure over runs, without NaNs (NaN for none); with an even
+/// number of them, the median is halfway between the two middle ones.
+pub struct Stats {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
 }
 
-impl Figure for f64 {
-    const NONE: f64 = f64::NAN;
-    fn halfway(self, other: f64) -> f64 {
-        (self + other) / 2.0
-    }
-}
-
-impl Figure for Duration {
-    const NONE: Duration = Duration::ZERO;
-    fn halfway(self, other: Duration) -> Duration {
-        (self + other) / 2
-    }
-}
-
-/// `values` in order, without those that compare with nothing (NaN).
-fn sorted<T: Figure>(values: &[T]) -> Vec<T> {
-    let mut values: Vec<T> = values
-        .iter()
-        .copied()
-        .filter(|v| v.partial_cmp(v).is_some())
-        .collect();
-    values.sort_by(|a, b| a.partial_cmp(b).expect("no NaN left"));
-    values
-}
-
-/// The middle value; with an even number of them, halfway between the two middle ones.
-pub fn median<T: Figure>(values: &[T]) -> T {
-    let values = sorted(values);
-    let n = values.len();
-    match n {
-        0 => T::NONE,
-        _ if n % 2 == 1 => values[n / 2],
-        _ => values[n / 2 - 1].halfway(values[n / 2]),
-    }
-}
-
-pub fn max<T: Figure>(values: &[T]) -> T {
-    sorted(values).last().copied().unwrap_or(T::NONE)
-}
-
-pub fn min<T: Figure>(values: &[T]) -> T {
-    sorted(values).first().copied().unwrap_or(T::NONE)
-}
-
-/// The markers around the fleet benchmark's section.
-const FLEET_BEGIN: &str =
-    "<!-- fleet benchmark: begin (written by `cargo bench --bench fleet`) -->";
-const FLEET_END: &str = "<!-- fleet benchmark: end -->";
-
-/// The parts of BENCHMARKS.md: the reset benchmark's (from the top), then the fleet
-/// benchmark's section (between its markers, which are not part of it).
-pub struct Parts {
-    pub reset: String,
-    pub fleet: String,
-    /// Whatever follows the fleet section's end marker.
-    after: String,
-}
-
-impl Parts {
-    fn parse(text: &str) -> Parts {
-        let begin = text.find(FLEET_BEGIN);
-        let end = text.find(FLEET_END);
-        match (begin, end) {
-            (Some(begin), Some(end)) if end > begin => {
-                let after = &text[end + FLEET_END.len()..];
-                Parts {
-                    reset: text[..begin].to_owned(),
-                    fleet: text[begin + FLEET_BEGIN.len()..end].trim().to_owned(),
-                    after: after.strip_prefix('\n').unwrap_or(after).to_owned(),
-                }
-            }
-            _ => Parts {
-                reset: text.to_owned(),
-                fleet: String::new(),
-                after: String::new(),
+impl Stats {
+    pub fn of(values: &[f64]) -> Stats {
+        let mut v: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        Stats {
+            median: match n {
+                0 => f64::NAN,
+                _ if n % 2 == 1 => v[n / 2],
+                _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
             },
+            min: v.first().copied().unwrap_or(f64::NAN),
+            max: v.last().copied().unwrap_or(f64::NAN),
+        }
+    }
+}
+
+pub fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+pub fn yes_no(ok: bool) -> String {
+    if ok { "yes" } else { "**no**" }.to_owned()
+}
+
+/// The machine a benchmark ran on, and the flakem it measured.
+#[derive(Serialize)]
+pub struct Machine {
+    date: String,
+    nproc: usize,
+    cpu: String,
+    kernel: String,
+    /// What the benchmark's `versions` commands printed (ssh, nix, ...).
+    versions: Vec<String>,
+    commit: String,
+    /// Others' uncommitted work under src/ or in Cargo.toml went into the build.
+    uncommitted_changes: bool,
+}
+
+impl Machine {
+    /// This machine now; `versions` are shell commands that print a tool's version.
+    pub fn now(versions: &[&str]) -> Machine {
+        let git = concat!("git -C ", env!("CARGO_MANIFEST_DIR"));
+        Machine {
+            date: shell("date -u '+%Y-%m-%d %H:%M UTC'"),
+            nproc: nproc(),
+            cpu: shell("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'"),
+            kernel: shell("uname -sr"),
+            versions: versions.iter().map(|v| shell(v)).collect(),
+            commit: shell(&format!("{git} rev-parse --short HEAD || echo unknown")),
+            uncommitted_changes: !shell(&format!(
+                "{git} status --porcelain -- src Cargo.toml Cargo.lock"
+            ))
+            .is_empty(),
         }
     }
 
-    fn text(&self) -> String {
-        let mut text = match self.reset.trim_end() {
-            "" => "# Benchmarks".to_owned(),
-            reset => reset.to_owned(),
-        };
-        text.push('\n');
-        if !self.fleet.trim().is_empty() {
-            let _ = write!(
-                text,
-                "\n{FLEET_BEGIN}\n\n{}\n{FLEET_END}\n{}",
-                self.fleet.trim_end(),
-                self.after
-            );
-        }
-        text
-    }
-}
-
-/// Rewrites BENCHMARKS.md at the repository root with `update` applied to its parts (a
-/// benchmark replaces its own and keeps the other's); returns its path.
-pub fn update_benchmarks(update: impl FnOnce(&mut Parts)) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
-    let mut parts = Parts::parse(&fs::read_to_string(&path).unwrap_or_default());
-    update(&mut parts);
-    fs::write(&path, parts.text()).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-    path
-}
-
-/// The list items that start a benchmark's "Machine and run": the date, the CPUs, the
-/// kernel and the versions `versions` (shell commands) print, flakem's commit.
-pub fn write_machine(w: &mut String, versions: &[&str]) {
-    let versions: Vec<String> = versions.iter().map(|v| shell(v)).collect();
-    let _ = writeln!(w, "- date: {}", shell("date -u '+%Y-%m-%d %H:%M UTC'"));
-    let _ = writeln!(
-        w,
-        "- nproc: {}; CPU: {}",
-        nproc(),
-        shell("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'")
-    );
-    let _ = writeln!(
-        w,
-        "- kernel {}; {}",
-        shell("uname -sr"),
-        versions.join("; ")
-    );
-    let git = concat!("git -C ", env!("CARGO_MANIFEST_DIR"));
-    let _ = writeln!(
-        w,
-        "- flakem at commit {}{} (built by `cargo bench`, release profile)",
-        shell(&format!(
-            "{git} rev-parse --short HEAD 2>/dev/null || echo unknown"
-        )),
-        if shell(&format!(
-            "{git} status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null"
-        ))
-        .is_empty()
-        {
-            ""
-        } else {
-            ", with uncommitted changes under src/ or to Cargo.toml (others' work in progress)"
-        }
-    );
-}
-
-/// A markdown table: `header`, the separator, `rows`, then an empty line. An empty cell is
-/// written `| |`.
-pub fn write_table<const N: usize>(
-    w: &mut String,
-    header: [&str; N],
-    rows: impl IntoIterator<Item = [String; N]>,
-) {
-    let _ = writeln!(w, "{}", table_row(header));
-    let _ = writeln!(w, "|{}", "---|".repeat(N));
-    for cells in rows {
-        let _ = writeln!(w, "{}", table_row(cells.iter().map(String::as_str)));
-    }
-    let _ = writeln!(w);
-}
-
-fn table_row<'a>(cells: impl IntoIterator<Item = &'a str>) -> String {
-    let mut row = "|".to_owned();
-    for cell in cells {
-        match cell {
-            "" => row.push_str(" |"),
-            cell => {
-                let _ = write!(row, " {cell} |");
+    /// The list items that start a benchmark's "Machine and run"; `more` are its own.
+    pub fn markdown(&self, more: &[String]) -> String {
+        let mut w = format!(
+            "- date: {}\n- nproc: {}; CPU: {}\n- kernel {}; {}\n- flakem at commit {}{} \
+             (built by `cargo bench`, release profile)\n",
+            self.date,
+            self.nproc,
+            self.cpu,
+            self.kernel,
+            self.versions.join("; "),
+            self.commit,
+            if self.uncommitted_changes {
+                ", with uncommitted changes under src/ or to Cargo.toml (others' work in progress)"
+            } else {
+                ""
             }
+        );
+        for item in more {
+            let _ = writeln!(w, "- {item}");
         }
+        w
     }
-    row
 }
 
-pub fn yes_no(ok: bool) -> &'static str {
-    if ok { "yes" } else { "**no**" }
+/// A table of figures, as a benchmark shows it: a header and rows of cells, in markdown in
+/// BENCHMARKS.md and as arrays in the JSON.
+#[derive(Serialize)]
+pub struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new<const N: usize>(
+        header: [&str; N],
+        rows: impl IntoIterator<Item = [String; N]>,
+    ) -> Table {
+        Table {
+            header: header.map(str::to_owned).to_vec(),
+            rows: rows.into_iter().map(Vec::from).collect(),
+        }
+    }
+
+    pub fn markdown(&self) -> String {
+        let row = |cells: &[String]| {
+            cells
+                .iter()
+                .fold("|".to_owned(), |row, cell| match cell.as_str() {
+                    "" => row + " |",
+                    cell => row + " " + cell + " |",
+                })
+                + "\n"
+        };
+        let mut w = row(&self.header) + "|" + &"---|".repeat(self.header.len()) + "\n";
+        for cells in &self.rows {
+            w += &row(cells);
+        }
+        w
+    }
+}
+
+/// Writes `data` to `benches/results/<bench>.json` and each region's text between its
+/// markers in BENCHMARKS.md (`<!-- generated: NAME -->` … `<!-- end: NAME -->`), leaving
+/// everything else in the file, the other benchmark's regions too, as it is. Panics if a
+/// marker is missing, after the JSON is written.
+pub fn publish(bench: &str, data: &impl Serialize, regions: &[(&str, String)]) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let json = root.join(format!("benches/results/{bench}.json"));
+    fs::create_dir_all(json.parent().expect("a directory")).expect("create benches/results");
+    let text = serde_json::to_string_pretty(data).expect("figures as JSON") + "\n";
+    fs::write(&json, text).unwrap_or_else(|e| panic!("write {}: {e}", json.display()));
+    let path = root.join("BENCHMARKS.md");
+    let mut md = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read BENCHMARKS.md: {e}"));
+    for (name, region) in regions {
+        let (begin, end) = (
+            format!("<!-- generated: {name} -->\n"),
+            format!("<!-- end: {name} -->"),
+        );
+        let start = md.find(&begin).map(|i| i + begin.len());
+        let stop = start.and_then(|s| md[s..].find(&end).map(|i| s + i));
+        let (Some(start), Some(stop)) = (start, stop) else {
+            panic!(
+                "BENCHMARKS.md has no `{begin}` … `{end}`: {bench}'s figures are only in {json:?}"
+            );
+        };
+        md.replace_range(start..stop, &format!("\n{}\n\n", region.trim()));
+    }
+    fs::write(&path, md).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    eprintln!("wrote {} and {}", json.display(), path.display());
 }
