@@ -53,6 +53,7 @@ pub fn run(job: &Job, world: &World, plans: &Plans) -> Result<(), Error> {
     };
     let mut outcomes = run.phases();
     run.finish();
+    run.settle(&mut outcomes);
     if !job.json
         && let [one] = outcomes.as_mut_slice()
     {
@@ -113,13 +114,18 @@ impl Run<'_> {
             true,
         );
         self.record(Phase::Deploy, deployed, &ready, &mut outcomes);
+        outcomes
+    }
+
+    /// What the summary shows of each host however the run ended: the system of a host
+    /// that came through, its time to a tenth of a second.
+    fn settle(&self, outcomes: &mut [Outcome]) {
         for (outcome, executor) in outcomes.iter_mut().zip(self.executors) {
             if outcome.result == HostResult::Ok {
                 outcome.system = lock(executor).system().map(str::to_owned);
             }
             outcome.seconds = (outcome.seconds * 10.0).round() / 10.0;
         }
-        outcomes
     }
 
     /// Runs `steps` of the hosts `which`, `jobs` at a time, timing each; with `last`, each
