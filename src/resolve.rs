@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::cache;
 use crate::commands::Command;
 use crate::console::Console;
-use crate::dialect::Dialect;
+use crate::dialect::{self, Dialect};
 use crate::error::Error;
 use crate::flake::{self, Names};
 use crate::job::{self, Job, Local, Machine};
@@ -348,7 +348,7 @@ fn detect_dialect(console: &Console) -> Result<Dialect, Error> {
         Some("legacy") => return Ok(Dialect::Legacy),
         _ => {}
     }
-    let out = process::traced(console, &crate::dialect::probe())?;
+    let out = process::traced(console, &dialect::probe())?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     let dialect = Dialect::from_probe(out.status.code(), &stderr).ok_or_else(|| {
         Error::Check(format!(
