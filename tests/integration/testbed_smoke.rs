@@ -539,3 +539,27 @@ fn processes_in_pid_namespace_of(pid: u32) -> Vec<u32> {
         .filter(|pid| namespace(&pid.to_string()).as_ref() == Some(&wanted))
         .collect()
 }
+
+/// `keep_only`: the bed's flake has just these configurations, for a demo whose `@all`
+/// means its own hosts.
+#[test]
+fn a_flake_of_its_own_has_only_its_configurations() {
+    let mut bed = TestBed::new();
+    bed.keep_only(&["demo1", "demo2"]);
+    let names = |output: &str| {
+        let mut nix = bed.command("nix");
+        let installable = format!(".#{output}");
+        nix.args([
+            "eval",
+            "--json",
+            &installable,
+            "--apply",
+            "builtins.attrNames",
+        ]);
+        let out = output_with_deadline(&mut nix, Duration::from_secs(60));
+        assert_success("nix eval", &out);
+        text(&out.stdout)
+    };
+    assert_eq!(names("nixosConfigurations").trim(), r#"["demo1","demo2"]"#);
+    assert_eq!(names("darwinConfigurations").trim(), "[]");
+}

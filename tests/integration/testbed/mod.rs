@@ -34,7 +34,8 @@
 //!   ([`TestBed::env`]: `NIX_SSHOPTS="-F <ssh config>"`, a nix.conf, a HOME) in the flake
 //!   copy ([`TestBed::flake_dir`], a plain directory).
 //! - [`TestBed::set_generation`], [`TestBed::set_generation_of`]: change or add a
-//!   configuration; [`TestBed::build`], [`TestBed::toplevel`]: its store path.
+//!   configuration; [`TestBed::build`], [`TestBed::toplevel`]: its store path;
+//!   [`TestBed::keep_only`]: a flake of just these configurations (the demo's).
 //! - [`TestBed::forget_host_keys`]: empty known_hosts with `StrictHostKeyChecking yes`;
 //!   [`TestBed::record_wrong_host_key`]: known_hosts has another key for a host.
 //! - [`TestBed::add_mute_host`]: a configuration whose address takes connections and never
@@ -307,6 +308,22 @@ impl TestBed {
         self.generations
             .insert((kind, name.to_string()), generation.to_string());
         self.write_overrides();
+    }
+
+    /// Makes the bed's copy of the test flake one of its own: only these NixOS
+    /// configurations, at generation 1, and no nix-darwin or Home Manager ones, so that
+    /// `@all` means exactly them.
+    pub fn keep_only(&mut self, nixos: &[&str]) {
+        let names: String = nixos
+            .iter()
+            .map(|n| format!("    \"{n}\" = \"1\";\n"))
+            .collect();
+        let text = format!(
+            "# Written by the flakem test bed: a flake of these configurations only.\n\
+             {{\n  system = \"x86_64-linux\";\n  nixos = {{\n{names}  }};\n  darwin = {{ }};\n  \
+             home = {{ }};\n}}\n"
+        );
+        fs::write(self.flake.join("generations.nix"), text).expect("write generations.nix");
     }
 
     /// Builds `attribute` of the test flake here and returns its output path.
