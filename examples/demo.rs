@@ -80,6 +80,10 @@ fn main() -> ExitCode {
 /// Runs the steps in order, stopping at the first that fails or at a signal.
 fn run(bed: &mut TestBed, flakem: &OsString, stop: &AtomicBool) -> ExitCode {
     for step in &STEPS {
+        if stop.load(Ordering::SeqCst) {
+            say("interrupted");
+            return ExitCode::from(130);
+        }
         for (host, generation) in step.generations {
             bed.set_generation(host, generation);
         }
