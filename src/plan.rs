@@ -104,6 +104,9 @@ pub struct Context<'a> {
     pub control_dir: PathBuf,
     /// Whether a summary will show what each host runs: its system is read at the end.
     pub summary: bool,
+    /// Whether the job deploys a fleet (several hosts, `@all` or `@pattern`): its systems
+    /// come from one evaluation for all, and each host builds and activates its own.
+    pub fleet: bool,
     /// Whether `home-manager` is installed here, for `hm-switch`.
     pub home_manager: bool,
     /// `ssh-deploy`'s key file and how to decrypt it.
@@ -120,7 +123,9 @@ pub struct Plans {
 
 /// The plans of `job` in `world`: what the dry run prints and the run executes.
 pub fn plans(job: &Job, world: &World) -> Plans {
-    let summary = world.machines.len() > 1 || job.json;
+    // Decided by what the user named, so that a dry run of `@all` plans what runs.
+    let fleet = world.machines.len() > 1 || job.hosts.needs_names();
+    let summary = fleet || job.json;
     let hosts: Vec<Plan> = world
         .machines
         .iter()
@@ -131,6 +136,7 @@ pub fn plans(job: &Job, world: &World) -> Plans {
                 ssh: &world.ssh,
                 control_dir: world.control_dir_of(i),
                 summary,
+                fleet,
                 home_manager: world.home_manager,
                 secret: world.secret.as_ref(),
             };
@@ -236,6 +242,17 @@ struct Deploy<'a> {
 }
 
 impl Deploy<'_> {
+    /// Whether a NixOS system is built from `<drv>` and activated by steps of flakem's own
+    /// rather than by one `nixos-rebuild` that evaluates it too: with `--diff` (the changes
+    /// are shown between build and activation), and in a fleet, whose evaluations would
+    /// otherwise each parse the whole flake again. A third build host keeps nixos-rebuild's
+    /// own `--build-host`, and `NIX_OPTIONS` keep going to nixos-rebuild, whose options
+    /// they may be.
+    fn by_hand(&self) -> bool {
+        let job = self.job;
+        job.diff || (self.cx.fleet && job.build_host.is_none() && job.rest.is_empty())
+    }
+
     /// The build and activation of `target`: one `nixos-rebuild` when it can, else by hand
     /// from `<drv>` (with `--diff`, the build goes in `prepare`).
     fn plan(&self) -> Plan {
@@ -250,7 +267,7 @@ impl Deploy<'_> {
         let mut plan = Plan::default();
         let local = placement == Placement::Local;
         match kind {
-            Kind::Nixos if !job.diff => {
+            Kind::Nixos if !self.by_hand() => {
                 let rebuild = self.rebuild();
                 plan.steps.push(Step::Run(rebuild));
             }

@@ -54,6 +54,7 @@ fn plans(dialect: Dialect, ssh: &Ssh, args: &[&str]) -> Vec<Plan> {
                 ssh,
                 control_dir: PathBuf::from(format!("/tmp/flakem-X/{i}")),
                 summary,
+                fleet: machines.len() > 1 || job.hosts.needs_names(),
                 home_manager: false,
                 secret: Some(&secret),
             };
@@ -302,4 +303,37 @@ fn quoted_remote_programs_are_named_without_their_quotes() {
         .map(Step::name)
         .collect();
     assert_eq!(names, ["build", "nix copy", "nix-env", "activate"]);
+}
+
+/// A fleet's systems come from one evaluation, unless `NIX_OPTIONS` (maybe nixos-rebuild's
+/// own) or a third build host keep each host's plain `nixos-rebuild`.
+#[test]
+fn a_fleet_builds_from_one_evaluation_unless_told_otherwise() {
+    let ssh = Ssh::default();
+    let rebuilds_with_flake = |args: &[&str]| {
+        plans(Dialect::Ng, &ssh, args).iter().all(|p| {
+            p.steps.iter().any(|s| {
+                s.to_string().contains("nixos-rebuild switch") && s.to_string().contains("--flake")
+            })
+        })
+    };
+    let fleet = plans(Dialect::Ng, &ssh, &["switch-push", "web1,web2"]);
+    assert!(
+        fleet
+            .iter()
+            .all(|p| p.drv_of.is_some() && p.prepare.is_empty())
+    );
+    assert!(!rebuilds_with_flake(&["switch-push", "web1,web2"]));
+    assert!(rebuilds_with_flake(&["switch-push", "web1"]));
+    assert!(rebuilds_with_flake(&[
+        "switch-push",
+        "web1,web2",
+        "--install-bootloader"
+    ]));
+    assert!(rebuilds_with_flake(&[
+        "switch-push",
+        "--build-host",
+        "big",
+        "web1,web2"
+    ]));
 }

@@ -578,7 +578,20 @@ fn a_dry_run_of_a_pattern_plans_each_host_as_a_placeholder() {
         "{}",
         out.stdout
     );
-    let rebuild = format!("+ nixos-rebuild switch {NG} --target-host '<host>' --flake '.#<host>'");
+    // A fleet's plan: one evaluation for all, then each host activates its prebuilt system.
+    assert!(
+        out.stdout
+            .contains("nixosConfigurations.\"<host>\".config.system.build.toplevel.drvPath"),
+        "{}",
+        out.stdout
+    );
+    let rebuild =
+        format!("+ nixos-rebuild switch {NG} --store-path '<system>' --target-host '<host>'");
     assert!(out.stdout.lines().any(|l| l == rebuild), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("'readlink -f /run/current-system'"),
+        "{}",
+        out.stdout
+    );
     assert_eq!(out.stderr, "", "nothing evaluated");
 }

@@ -72,14 +72,25 @@ fn four_hosts_at_once_one_fails_the_others_succeed() {
         }
         assert!(row["seconds"].as_f64().unwrap() >= 0.0);
     }
-    // Each host's lines are whole and prefixed; only the evaluation and probe come before.
-    for line in out.stderr.lines().skip(2) {
-        assert!(
-            hosts.iter().any(|h| line.starts_with(&format!("[{h}] ")))
-                || line.starts_with("flakem: "),
-            "{line}"
-        );
-    }
+    // Each host's lines are whole and prefixed. flakem's own are its messages and three
+    // processes: the names evaluation, the probe, and one evaluation of every host's
+    // derivation (a fleet's systems come from it).
+    let own: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !hosts.iter().any(|h| l.starts_with(&format!("[{h}] "))))
+        .filter(|l| !l.starts_with("flakem: "))
+        .collect();
+    assert_eq!(own.len(), 3, "{own:#?}");
+    assert!(
+        own[0].contains(" eval ") && own[0].contains("builtins.attrNames"),
+        "{own:#?}"
+    );
+    assert!(own[1].contains("--flakem-probe"), "{own:#?}");
+    assert!(
+        own[2].contains(" eval ") && own[2].contains(".drvPath"),
+        "{own:#?}"
+    );
     assert!(
         out.messages()
             .last()
@@ -455,4 +466,52 @@ fn ctrl_c_stops_a_whole_fleet() {
     assert_no_leftovers(&tmp, &stderr);
     // db never started: two jobs at a time, and both were waiting for a host that is gone.
     assert!(bed.host("db").activations().is_empty());
+}
+
+/// A fleet's systems come from one evaluation of flakem's own: no nixos-rebuild evaluates
+/// (it gets `--store-path` with ng; legacy's activation runs by hand), and each host still
+/// gets its own system, built here for a push and on the host for a pull.
+#[test]
+fn a_fleet_is_evaluated_once_and_each_host_gets_its_own_system() {
+    let mut bed = TestBed::with_hosts(&["web1", "web2"]);
+    let cases = [
+        ("switch-push", "ng"),
+        ("switch-pull", "ng"),
+        ("switch-push", "legacy"),
+        ("switch-pull", "legacy"),
+    ];
+    for (round, (command, dialect)) in cases.into_iter().enumerate() {
+        let generation = format!("once-{round}");
+        let web1 = deployed_generation(&mut bed, "web1", &generation);
+        let web2 = deployed_generation(&mut bed, "web2", &generation);
+        let out = run(&bed, &[command, "--dialect", dialect, "web1,web2"]);
+        let context = format!("{command} {dialect}: {}", out.context());
+        out.status(0);
+        for (host, system) in [("web1", &web1), ("web2", &web2)] {
+            assert_eq!(
+                bed.host(host).readlink("/run/current-system").as_ref(),
+                Some(system),
+                "{host}: {context}"
+            );
+        }
+        let evaluations: Vec<&str> = out
+            .started()
+            .into_iter()
+            .filter(|l| l.contains(" eval ") && l.contains(".drvPath"))
+            .collect();
+        assert_eq!(evaluations.len(), 1, "{context}");
+        assert!(evaluations[0].contains("web1") && evaluations[0].contains("web2"));
+        // The stand-in shows each nix it runs as `$ nix ...`: it builds and evaluates nothing.
+        let by_rebuild = out
+            .stderr
+            .lines()
+            .filter(|l| l.contains("] $ nix ") && (l.contains(" build ") || l.contains(" eval ")));
+        assert_eq!(by_rebuild.count(), 0, "{context}");
+        let realised_on = |host: &str| {
+            out.stderr.lines().any(|l| {
+                l.starts_with(&format!("[{host}] + ssh")) && l.contains("nix-store --realise")
+            })
+        };
+        assert_eq!(realised_on("web1"), command == "switch-pull", "{context}");
+    }
 }
