@@ -563,3 +563,302 @@ fn a_flake_of_its_own_has_only_its_configurations() {
     assert_eq!(names("nixosConfigurations").trim(), r#"["demo1","demo2"]"#);
     assert_eq!(names("darwinConfigurations").trim(), "[]");
 }
+
+/// `ssh -tt HOST COMMAND` (a terminal, so the session's end hangs up everything in it) with
+/// the bed's config.
+fn ssh_with_terminal(bed: &TestBed, host: &str, command: &str) -> Output {
+    let mut ssh = bed.command("ssh");
+    ssh.args(["-F", &bed.ssh_config().display().to_string()])
+        .args(["-tt", "-o", "BatchMode=yes", "-o", "ControlPath=none"])
+        .args([host, command]);
+    output_with_deadline(&mut ssh, Duration::from_secs(30))
+}
+
+/// `systemctl is-active UNIT` on the host: what it printed and its exit status.
+fn is_active(host: &crate::testbed::Host, unit: &str) -> (String, Option<i32>) {
+    let output = host.ssh(&format!("systemctl is-active {unit}"));
+    (text(&output.stdout), output.status.code())
+}
+
+#[test]
+fn a_transient_unit_outlives_its_session_but_not_a_reboot() {
+    let bed = TestBed::with_hosts(&["web1"]);
+    let web1 = bed.host("web1");
+    // Started from a session with a terminal, which hangs up its processes when it ends.
+    let started = ssh_with_terminal(
+        &bed,
+        "web1",
+        "systemd-run --unit flakem-test-sleeper --collect --quiet --no-ask-password \
+         -p RuntimeMaxSec=600 --property=Type=exec sleep 600 && echo started",
+    );
+    assert_success("systemd-run", &started);
+    assert_eq!(text(&started.stdout), "started", "--quiet: {started:?}");
+    assert_eq!(
+        is_active(&web1, "flakem-test-sleeper"),
+        ("active".to_string(), Some(0))
+    );
+    assert_eq!(web1.units(), vec!["flakem-test-sleeper.service active"]);
+    // Its main process runs in the host, in a session of its own, as `sleep 600`.
+    let main = web1.run("cat /run/flakem-test-units/flakem-test-sleeper.service/main-pid");
+    assert_eq!(
+        web1.run(&format!("ps -o sid=,args= -p {main}")),
+        format!("{main} /usr/bin/sleep 600")
+    );
+    // A name in use is refused, as systemd refuses it.
+    let again = web1.ssh("systemd-run --unit flakem-test-sleeper.service true");
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
+    assert!(
+        text(&again.stderr).contains("was already loaded"),
+        "{again:?}"
+    );
+
+    let before = web1.boot_id();
+    request_reboot(&web1, "reboot");
+    poll_until(BACK_WITHIN, "web1 back with a new boot id", || {
+        web1.try_boot_id().filter(|id| *id != before)
+    });
+    assert_eq!(
+        is_active(&web1, "flakem-test-sleeper"),
+        ("inactive".to_string(), Some(3))
+    );
+    assert!(web1.units().is_empty(), "{:?}", web1.units());
+    assert_eq!(web1.ssh("pgrep -x sleep").status.code(), Some(1));
+}
+
+#[test]
+fn systemctl_stops_units_and_tells_how_they_ended() {
+    let bed = TestBed::with_hosts(&["web2"]);
+    let web2 = bed.host("web2");
+    web2.run("systemd-run --unit=a -q sleep 600");
+    assert_eq!(
+        web2.run("systemctl show -p ActiveState,MainPID a.service | cut -d= -f1"),
+        "ActiveState\nMainPID"
+    );
+    web2.run("systemctl stop a");
+    assert_eq!(is_active(&web2, "a"), ("inactive".to_string(), Some(3)));
+    assert_eq!(
+        web2.run("systemctl show --value -p LoadState -p ActiveState a"),
+        "not-found\ninactive"
+    );
+    let stopped_again = web2.ssh("systemctl stop a");
+    assert_eq!(stopped_again.status.code(), Some(5), "{stopped_again:?}");
+    assert!(text(&stopped_again.stderr).contains("Unit a.service not loaded"));
+
+    // Without --collect a failed unit stays, failed, until reset-failed.
+    web2.run("systemd-run --unit failed-once --quiet sh -c 'echo oops; exit 3'");
+    poll_until(BACK_WITHIN, "failed-once to fail", || {
+        (is_active(&web2, "failed-once") == ("failed".to_string(), Some(3))).then_some(())
+    });
+    assert_eq!(
+        web2.run("systemctl show --value -p Result failed-once"),
+        "exit-code"
+    );
+    assert!(web2.journal("failed-once.service").starts_with("oops\n"));
+    assert_eq!(
+        web2.ssh("systemd-run --unit failed-once true")
+            .status
+            .code(),
+        Some(1)
+    );
+    web2.run("systemctl reset-failed failed-once");
+    assert!(web2.units().is_empty(), "{:?}", web2.units());
+    // With --collect it is gone at once.
+    web2.run("systemd-run --unit collected --collect --quiet false");
+    poll_until(BACK_WITHIN, "collected to be gone", || {
+        web2.journal("collected.service")
+            .contains("result exit-code")
+            .then_some(())
+    });
+    assert_eq!(is_active(&web2, "collected").1, Some(3));
+    assert!(web2.units().is_empty(), "{:?}", web2.units());
+
+    // RuntimeMaxSec ends it and fails it with `timeout`.
+    let started = Instant::now();
+    web2.run("systemd-run --unit bounded --quiet -p RuntimeMaxSec=1s sleep 600");
+    poll_until(BACK_WITHIN, "bounded to time out", || {
+        (web2.run("systemctl show --value -p ActiveState -p Result bounded") == "failed\ntimeout")
+            .then_some(())
+    });
+    assert!(started.elapsed() >= Duration::from_secs(1));
+
+    // It runs in /, with the host's environment, not the caller's.
+    web2.run("FOO=caller systemd-run --unit env --quiet sh -c 'pwd; echo \"[$FOO]\"; echo $PATH'");
+    let journal = poll_until(BACK_WITHIN, "env to end", || {
+        let journal = web2.journal("env.service");
+        journal.contains("main process exited").then_some(journal)
+    });
+    let bin = web2.dir().join("bin");
+    assert!(
+        journal.starts_with(&format!("/\n[]\n{}:", bin.display())),
+        "{journal}"
+    );
+}
+
+#[test]
+fn units_refuse_what_they_do_not_emulate() {
+    let bed = TestBed::with_hosts(&["db"]);
+    let db = bed.host("db");
+    for (command, message) in [
+        ("systemd-run --wait true", "option '--wait'"),
+        ("systemd-run --pipe true", "option '--pipe'"),
+        ("systemd-run -E A=b true", "option '-E'"),
+        ("systemd-run -p MemoryMax=1G true", "property 'MemoryMax'"),
+        ("systemd-run -p Type=oneshot true", "Type=oneshot"),
+        ("systemd-run --unit x", "Command line to execute required"),
+        ("systemd-run no-such-program", "Failed to find executable"),
+        ("systemctl restart x", "verb 'restart'"),
+        ("systemctl --all is-active x", "option '--all'"),
+        ("systemctl show x", "show without -p"),
+        ("systemctl show -p Names x", "property 'Names'"),
+        ("systemctl is-active 'x*'", "unit name"),
+    ] {
+        let output = db.ssh(command);
+        assert_eq!(output.status.code(), Some(1), "{command}: {output:?}");
+        assert!(
+            text(&output.stderr).contains(message),
+            "{command}: {output:?}"
+        );
+    }
+    assert!(db.units().is_empty(), "{:?}", db.units());
+    // Starting and stopping need root; looking does not.
+    db.add_user("alice", Sudo::NoPassword);
+    let refused = db.ssh_as("alice", "systemd-run --quiet true");
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(text(&refused.stderr).contains("Interactive authentication required"));
+    let output = db.ssh_as(
+        "alice",
+        "sudo systemd-run --unit s sleep 600 && systemctl is-active s",
+    );
+    assert_success("sudo systemd-run", &output);
+    assert_eq!(text(&output.stdout), "active");
+    assert!(
+        text(&output.stderr).contains("Running as unit: s.service"),
+        "{output:?}"
+    );
+    assert_eq!(
+        db.ssh_as("alice", "systemctl stop s").status.code(),
+        Some(1)
+    );
+    assert_success(
+        "sudo systemctl stop",
+        &db.ssh_as("alice", "sudo systemctl stop s"),
+    );
+    assert_eq!(db.run("systemctl is-system-running --wait"), "running");
+}
+
+/// `ssh -S MASTER HOST COMMAND`: through the master at `master`, without a new login.
+fn through_master(bed: &TestBed, master: &Path, command: &str) -> Output {
+    let mut ssh = bed.command("ssh");
+    ssh.args(["-F", &bed.ssh_config().display().to_string()])
+        .args(["-o", "BatchMode=yes", "-o", "ControlMaster=no"])
+        .arg("-o")
+        .arg(format!("ControlPath={}", master.display()))
+        .args(["web1", command]);
+    output_with_deadline(&mut ssh, Duration::from_secs(30))
+}
+
+#[test]
+fn a_lockout_generation_refuses_new_logins_but_not_an_open_master_and_a_rollback_lets_them_in() {
+    let mut bed = TestBed::with_hosts(&["web1"]);
+    let web1 = bed.host("web1");
+    web1.add_user("alice", Sudo::NoPassword);
+    let client_key = web1.authorized_keys("root");
+    assert!(client_key.starts_with("ssh-ed25519 "), "{client_key}");
+    let good = bed.toplevel("web1");
+    bed.set_generation("web1", "lockout");
+    let lockout = bed.toplevel("web1");
+    for toplevel in [&good, &lockout] {
+        assert_success("nix copy", &nix_copy(&bed, "web1", toplevel));
+    }
+    // A good generation declares the bed's key: nothing changes.
+    web1.run(&format!("{good}/bin/switch-to-configuration switch"));
+    assert_eq!(web1.authorized_keys("root"), client_key);
+    assert_eq!(web1.authorized_keys("alice"), client_key);
+
+    let master = bed.dir().join("master");
+    let mut open = bed.command("sh");
+    open.arg("-c").arg(format!(
+        "exec ssh -F {} -o BatchMode=yes -o ControlMaster=yes -o ControlPath={} \
+         -o ControlPersist=60 -f -N web1 < /dev/null > /dev/null 2> {}.log",
+        bed.ssh_config().display(),
+        master.display(),
+        master.display()
+    ));
+    assert_success(
+        "ssh master",
+        &output_with_deadline(&mut open, Duration::from_secs(30)),
+    );
+
+    let switched = through_master(
+        &bed,
+        &master,
+        &format!("{lockout}/bin/switch-to-configuration switch"),
+    );
+    assert_success("switch to the lockout", &switched);
+    assert_eq!(web1.authorized_keys("root"), "");
+    assert_eq!(web1.authorized_keys("alice"), "");
+    for user in ["root", "alice"] {
+        let refused = web1.ssh_as(user, "true");
+        assert_eq!(refused.status.code(), Some(255), "{user}: {refused:?}");
+        assert!(
+            text(&refused.stderr).contains("Permission denied"),
+            "{refused:?}"
+        );
+    }
+    // The master opened before still works.
+    let still = through_master(&bed, &master, "readlink /run/current-system");
+    assert_success("through the master", &still);
+    assert_eq!(text(&still.stdout), lockout);
+
+    // The rollback: the good generation's activation puts its keys back.
+    assert_success(
+        "switch back",
+        &through_master(
+            &bed,
+            &master,
+            &format!("{good}/bin/switch-to-configuration switch"),
+        ),
+    );
+    assert_eq!(web1.readlink("/run/current-system"), Some(good.clone()));
+    assert_eq!(
+        text(&web1.ssh_as("alice", "id -un").stdout),
+        "alice",
+        "alice back in"
+    );
+    let mut close = bed.command("ssh");
+    close
+        .args(["-F", &bed.ssh_config().display().to_string()])
+        .arg("-o")
+        .arg(format!("ControlPath={}", master.display()))
+        .args(["-O", "exit", "web1"]);
+    assert_success(
+        "ssh -O exit",
+        &output_with_deadline(&mut close, Duration::from_secs(30)),
+    );
+}
+
+#[test]
+fn a_failing_generation_switches_then_exits_4() {
+    let mut bed = TestBed::with_hosts(&["spare"]);
+    let spare = bed.host("spare");
+    bed.set_generation("spare", "failing");
+    let failing = bed.toplevel("spare");
+    assert_success("nix copy", &nix_copy(&bed, "spare", &failing));
+    for action in ["switch", "test"] {
+        let output = spare.ssh(&format!("{failing}/bin/switch-to-configuration {action}"));
+        assert_eq!(output.status.code(), Some(4), "{action}: {output:?}");
+        assert!(
+            text(&output.stderr).contains("the following units failed"),
+            "{output:?}"
+        );
+    }
+    assert_eq!(spare.readlink("/run/current-system"), Some(failing.clone()));
+    // `boot` starts no units: nothing fails.
+    spare.run(&format!("{failing}/bin/switch-to-configuration boot"));
+    assert_eq!(
+        spare.activations(),
+        ["switch", "test", "boot"].map(|a| format!("{a} {failing}"))
+    );
+    // Not a lockout: its keys are the bed's.
+    assert_eq!(spare.run("id -un"), "root");
+}

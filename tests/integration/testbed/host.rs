@@ -178,6 +178,39 @@ impl Host {
             .collect()
     }
 
+    /// The transient units loaded on the host now (started by its `systemd-run`, running or
+    /// failed and not yet collected), as `NAME STATE` (`web-guard.service active`), sorted.
+    /// Read from outside, in the host's `/run/flakem-test-units`; a unit whose process is
+    /// gone without its supervisor noticing (never in normal use) would still be listed.
+    pub fn units(&self) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(self.path("/run/flakem-test-units")) else {
+            return Vec::new();
+        };
+        let mut units: Vec<String> = entries
+            .flatten()
+            .map(|entry| {
+                let state = fs::read_to_string(entry.path().join("state"))
+                    .unwrap_or_else(|_| "activating".into());
+                format!("{} {}", entry.file_name().to_string_lossy(), state.trim())
+            })
+            .collect();
+        units.sort();
+        units
+    }
+
+    /// What a transient unit (`NAME.service`) wrote on stdout and stderr since the host
+    /// booted, and a last line on how its main process ended; empty if it never ran.
+    pub fn journal(&self, unit: &str) -> String {
+        fs::read_to_string(self.path(&format!("/run/flakem-test-journal/{unit}")))
+            .unwrap_or_default()
+    }
+
+    /// The public keys sshd accepts for `user` now (its `AuthorizedKeysFile`): what the bed
+    /// wrote, or what the last NixOS activation declared.
+    pub fn authorized_keys(&self, user: &str) -> String {
+        fs::read_to_string(self.state.dir.join("keys").join(user)).unwrap_or_default()
+    }
+
     /// Gives the host this machine id (written in place: the host sees the file through a
     /// bind mount), e.g. this machine's own, to test that flakem never reboots it.
     pub fn set_machine_id(&self, id: &str) {
@@ -371,15 +404,12 @@ impl HostState {
         let scripts = Path::new(FIXTURES).join("host");
         install(&scripts.join("start"), &dir.join("start"));
         install(&scripts.join("sudo"), &dir.join("bin/sudo"));
-        for power in [
-            "reboot",
-            "poweroff",
-            "halt",
-            "shutdown",
-            "systemctl",
-            "systemd-run",
-        ] {
+        for power in ["reboot", "poweroff", "halt", "shutdown"] {
             install(&scripts.join("power"), &dir.join("bin").join(power));
+        }
+        install(&scripts.join("units"), &dir.join("units"));
+        for units in ["systemctl", "systemd-run"] {
+            install(&scripts.join("units"), &dir.join("bin").join(units));
         }
 
         generate_host_key(&dir, name);

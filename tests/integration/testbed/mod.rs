@@ -5,15 +5,25 @@
 //! and pid namespaces, with a private `/nix` (its own store and system profile), `/run`,
 //! `/var/lib`, `/root`, `/home`, boot id, and copies of the account files. Its own `sudo`
 //! (which keeps PATH), `reboot`, `poweroff`, `halt`, `shutdown`, `systemctl` and `systemd-run`
-//! (which fails there) come first on its PATH, so nothing run there reaches this machine.
+//! come first on its PATH, so nothing run there reaches this machine. `systemd-run` and
+//! `systemctl` (tests/fixtures/host/units) emulate transient units strictly: a unit runs
+//! detached in the host (the end of the ssh session that started it does not end it, a reboot
+//! does), with `--unit`, `--collect`, `--quiet`, `--no-ask-password`, `-p RuntimeMaxSec=`,
+//! `-p Type=simple|exec`; `systemctl is-active`, `stop`, `show -p`, `reset-failed`,
+//! `is-system-running` and the power verbs. Anything else is an error, exit 1.
 //!
 //! The test flake (tests/fixtures/flake) has `nixosConfigurations.<name>` for bigmachine,
 //! another-machine, web1, web2, db and spare, `darwinConfigurations.macbook`, and
 //! `homeConfigurations` for `root@bigmachine`, `alice@bigmachine` and `alice`; each builds in
 //! milliseconds. A toplevel's `bin/switch-to-configuration` logs to the host's
 //! `/var/lib/flakem-test/activations` ([`Host::activations`]); `switch` and `test` point
-//! `/run/current-system` at it. At each new boot `/run/booted-system` and
-//! `/run/current-system` are the host's system profile.
+//! `/run/current-system` at it, and write the authorized keys the generation declares (the
+//! bed's client key, for root and every user of the host) into the files the host's sshd
+//! reads. Generations named `lockout...` declare none: new logins are refused, open ssh
+//! masters go on, and switching back to a good generation lets logins in again. Generations
+//! named `failing...` switch (`switch`, `test`) and then exit 4, as when units fail. At each
+//! new boot `/run/booted-system` and `/run/current-system` are the host's system profile (a
+//! boot does not rewrite the keys).
 //!
 //! ```ignore
 //! let mut bed = TestBed::with_hosts(&["web1"]);
@@ -43,7 +53,8 @@
 //! - [`Host`]: `ssh`, `run`, `boot_id`, `readlink`, `store_has`, `activations`, `path`,
 //!   `set_reboot`, `stop`, `start`, `add_user`, `trust_in_nix`, `put_first_on_path` (a
 //!   directory of wrappers first on the PATH of its ssh sessions; reboots it),
-//!   `override_command` (one such script), `sshd_log`, ...
+//!   `override_command` (one such script), `sshd_log`, `units` (the transient units loaded
+//!   now), `journal` (what a unit wrote), `authorized_keys` (what sshd accepts for a user), ...
 //! - [`Reboot`]: what a reboot does: `Down(d)`, `Never`, `SameBootId(d)`, `RefuseKey(d)`,
 //!   `NewHostKey(d)`, `SlowShutdown { accept_for, down }`. The host's `reboot` asks its
 //!   supervisor (a thread of the test) through a pipe; the supervisor kills the host's init,
@@ -392,9 +403,11 @@ impl TestBed {
 
     fn write_overrides(&self) {
         let mut text = format!(
-            "# Written by the flakem test bed: this machine's system, and the generations its\n\
-             # test set.\n{{\n  system = \"{}-linux\";\n",
-            std::env::consts::ARCH
+            "# Written by the flakem test bed: this machine's system, the key of the bed's\n\
+             # client (what good NixOS generations authorize), and the generations its test set.\n\
+             {{\n  system = \"{}-linux\";\n  authorizedKeys = [ \"{}\" ];\n",
+            std::env::consts::ARCH,
+            self.client.public_key.trim()
         );
         for (kind, attribute) in [
             (Kind::Nixos, "nixos"),
