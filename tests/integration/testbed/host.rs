@@ -386,11 +386,15 @@ impl HostState {
             &dir.join("etc/group"),
             &format!("flakem-trusted:x:{trusted_gid}:\n"),
         );
+        // Builds run as root, inside the host: with build users (`nixbld*`, whose accounts
+        // are this machine's too), a build started here, on this machine, first kills every
+        // process of its build user (nix's killUser), a host's builder included.
         fs::write(
             dir.join("etc/nix/nix.conf"),
             "experimental-features = nix-command flakes\n\
              substituters =\n\
              sandbox = false\n\
+             build-users-group =\n\
              trusted-users = root @flakem-trusted\n\
              flake-registry = /etc/nix/registry.json\n",
         )
