@@ -2,7 +2,7 @@
 //! `--dry-run` prints it. Most tests check plans.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::cmd::{Cmd, Value, Word, nix};
 use crate::commands::{Action, Command, Placement};
@@ -354,11 +354,7 @@ impl Deploy<'_> {
             sockets,
             ..
         } = *self;
-        let control = format!(
-            "-o ControlMaster=auto -o ControlPath={} -o ControlPersist=60",
-            sockets.before.display()
-        );
-        let sshopts = [cx.ssh.user_options.join(" "), control].join(" ");
+        let sshopts = cx.ssh.handed_down(&sockets.before);
         let to = |scheme: &str| {
             let store = format!("{scheme}://{host}");
             // A system built here is unsigned: the host must not ask for signatures (it still
@@ -366,7 +362,7 @@ impl Deploy<'_> {
             let mut argv = nix(["copy", "-s", "--no-check-sigs", "--to", &store]);
             argv.extend(what.iter().cloned());
             Cmd {
-                env: vec![("NIX_SSHOPTS".to_owned(), sshopts.trim().to_owned())],
+                env: vec![("NIX_SSHOPTS".to_owned(), sshopts.clone())],
                 argv,
             }
         };
@@ -416,7 +412,9 @@ impl Deploy<'_> {
             argv.extend(cx.dialect.house_flags(job.sudo).into_iter().map(Word::from));
             argv.extend(["--store-path".into(), system()]);
             argv.extend(["--target-host", host.as_str()].map(Word::from));
-            return vec![Step::Run(Cmd::new(argv))];
+            let mut activate = Cmd::new(argv);
+            activate.env = self.handed_down();
+            return vec![Step::Run(activate)];
         }
         let sudo: Vec<Word> = match job.sudo && kind != Kind::Home {
             true => vec!["sudo".into()],
@@ -447,6 +445,19 @@ impl Deploy<'_> {
             .collect()
     }
     /// `nixos-rebuild ACTION <house flags> [--build-host H] [--target-host H] --flake F#T ...`.
+    /// What nixos-rebuild is handed so that its ssh goes through flakem's connection to the
+    /// host: `NIX_SSHOPTS` (the user's options first), and for ng an empty
+    /// `NIXOS_REBUILD_SSH_DEFAULT_OPTS`, so that its copies do too (an ng from before July
+    /// 2026 ignores it, and its copies log in once more).
+    fn handed_down(&self) -> Vec<(String, String)> {
+        let sshopts = self.cx.ssh.handed_down(&self.sockets.before);
+        let mut env = vec![("NIX_SSHOPTS".to_owned(), sshopts)];
+        if self.cx.dialect == Dialect::Ng {
+            env.push(("NIXOS_REBUILD_SSH_DEFAULT_OPTS".to_owned(), String::new()));
+        }
+        env
+    }
+
     fn rebuild(&self) -> Cmd {
         let Deploy {
             job,
@@ -476,26 +487,33 @@ impl Deploy<'_> {
         }
         argv.extend(["--flake".to_owned(), job.flake_attr(target)]);
         argv.extend(job.rest.iter().cloned());
-        Cmd::new(argv)
+        let mut rebuild = Cmd::new(argv);
+        // One remote host (a pull builds there too): it is reached through flakem's
+        // connection. A third build host would be reached through the target's.
+        if placement == Placement::Pull || (placement == Placement::Push && builder.is_none()) {
+            rebuild.env = self.handed_down();
+        }
+        rebuild
     }
 }
 
 /// Every control master a step of `plan` may have started, closed on any way out.
 fn finally(job: &Job, plan: &Plan, host: &Host, ssh: &Ssh, sockets: &Sockets) -> Vec<Step> {
-    let mut finally = Vec::new();
-    let uses_before = !plan.checks.is_empty()
-        || !plan.prepare.is_empty()
-        || plan.steps.iter().any(|s| matches!(s, Step::ReadSystem(_)));
-    if uses_before || job.command.resets() {
-        finally.push(close(ssh, &sockets.before, host));
-    }
-    if job.command.resets() {
-        finally.push(close(ssh, &sockets.after, host));
-    }
-    if let Some(builder) = job.build_host.as_ref().filter(|_| plan.checks.len() > 1) {
-        finally.push(close(ssh, &sockets.builder, builder));
-    }
-    finally
+    let builder = job.build_host.as_ref().unwrap_or(host);
+    let masters = [
+        (&sockets.before, host),
+        (&sockets.after, host),
+        (&sockets.builder, builder),
+    ];
+    let steps: Vec<&Step> = [&plan.checks, &plan.prepare, &plan.steps]
+        .into_iter()
+        .flatten()
+        .collect();
+    masters
+        .into_iter()
+        .filter(|(socket, _)| steps.iter().any(|step| step.goes_through(socket)))
+        .map(|(socket, host)| close(ssh, socket, host))
+        .collect()
 }
 
 /// `ssh-deploy`: the decrypted key goes from the decryption straight into a pipe to the
@@ -696,6 +714,29 @@ impl fmt::Display for Step {
 }
 
 impl Step {
+    /// Whether the step connects through the control master at `socket`, and so may start
+    /// it: by its own ssh, or by the ssh options it hands down.
+    fn goes_through(&self, socket: &Path) -> bool {
+        let path = format!("ControlPath={}", socket.display());
+        let names = |cmd: &Cmd| {
+            cmd.argv.iter().any(|w| w.shown() == path)
+                || cmd.env.iter().any(|(_, v)| v.split(' ').any(|w| w == path))
+        };
+        match self {
+            Step::Run(cmd)
+            | Step::Build(cmd)
+            | Step::ReadSystem(cmd)
+            | Step::Reboot(cmd)
+            | Step::VerifyBooted(cmd)
+            | Step::ReadBootState { cmd, .. }
+            | Step::CheckHost { cmd, .. }
+            | Step::Copy { cmd, .. }
+            | Step::Pipe { to: cmd, .. }
+            | Step::WaitForNewBoot { attempt: cmd, .. } => names(cmd),
+            _ => false,
+        }
+    }
+
     /// Puts `learnt` where the plan holds the placeholder of `value`: in the argument lists
     /// of the steps that run what an earlier step learnt.
     pub fn fill(&mut self, value: Value, learnt: &str) {

@@ -93,6 +93,21 @@ impl Ssh {
         self.raw(conn, host, vec![Word::join(&lines, " && ")])
     }
 
+    /// The ssh options flakem hands down to nix and nixos-rebuild (`NIX_SSHOPTS`): the
+    /// user's first, so that theirs win (OpenSSH keeps an option's first value), then the
+    /// connection flakem's check opened to the host at `socket`, so that every later step
+    /// of the host goes through it: the host is logged into once.
+    pub fn handed_down(&self, socket: &Path) -> String {
+        let control = format!(
+            "-o ControlMaster=auto -o ControlPath={} -o {PERSIST}",
+            socket.display()
+        );
+        [self.user_options.join(" "), control]
+            .join(" ")
+            .trim()
+            .to_owned()
+    }
+
     /// Asks the control master at `socket` to exit.
     pub fn exit_master(&self, socket: &Path, host: &Host) -> Cmd {
         let mut argv: Vec<String> = ["ssh", "-o"].map(str::to_owned).to_vec();

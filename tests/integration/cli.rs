@@ -10,6 +10,9 @@ use crate::support::{Installed, Run, words};
 
 const NG: &str = "--no-reexec --sudo --use-substitutes";
 const LEGACY: &str = "--fast --use-remote-sudo --use-substitutes";
+/// What a dry run hands down to nixos-rebuild: its ssh goes through flakem's connection.
+const SSHOPTS: &str =
+    "NIX_SSHOPTS='-o ControlMaster=auto -o ControlPath=<tmp>/0/before -o ControlPersist=60'";
 
 /// The "done when" lines, printed by a dry run on a machine with no nix, no ssh and
 /// no nixos-rebuild at all.
@@ -35,7 +38,12 @@ fn dry_runs_print_the_exact_plan_and_start_nothing() {
             let args = [&["--dry-run", "--dialect", dialect], args].concat();
             let out = run.run(&args);
             out.status(0);
-            let want = format!("+ {}", line.replace("{}", flags));
+            // nixos-rebuild's ssh goes through flakem's connection to the host.
+            let handed_down = match dialect {
+                "ng" => format!("{SSHOPTS} NIXOS_REBUILD_SSH_DEFAULT_OPTS='' "),
+                _ => format!("{SSHOPTS} "),
+            };
+            let want = format!("+ {handed_down}{}", line.replace("{}", flags));
             assert!(
                 out.stdout.lines().any(|l| l == want),
                 "{want}\n{}",
@@ -81,7 +89,7 @@ fn the_reset_dry_run_plans_reboot_wait_verify_and_gc_on_the_host() {
             .unwrap_or_else(|| panic!("no `{needle}` in\n{}", out.stdout))
     };
     let rebuild = find(&format!(
-        "+ nixos-rebuild boot {NG} --build-host root@10.3.2.1 --target-host root@10.3.2.1 --flake .#another-machine"
+        "nixos-rebuild boot {NG} --build-host root@10.3.2.1 --target-host root@10.3.2.1 --flake .#another-machine"
     ));
     let check = find("# check: root@10.3.2.1 answers ssh without a prompt");
     let read = find(
@@ -137,7 +145,11 @@ fn it_checks_the_target_then_runs_the_rebuild_with_the_house_flags() {
         let want = format!(
             "switch {flags} --build-host myname@bigmachine --target-host myname@bigmachine --flake .#bigmachine --show-trace"
         );
-        assert_eq!(started[2], format!("+ nixos-rebuild {want}"));
+        assert!(started[2].starts_with("+ NIX_SSHOPTS='-o ControlMaster=auto -o ControlPath=/"));
+        assert!(
+            started[2].ends_with(&format!(" nixos-rebuild {want}")),
+            "{started:?}"
+        );
         assert_eq!(started.len(), 3);
         let calls = run.calls();
         assert_eq!(calls.len(), 2, "the probe, then the rebuild: {calls:?}");
@@ -587,7 +599,13 @@ fn a_dry_run_of_a_pattern_plans_each_host_as_a_placeholder() {
     );
     let rebuild =
         format!("+ nixos-rebuild switch {NG} --store-path '<system>' --target-host '<host>'");
-    assert!(out.stdout.lines().any(|l| l == rebuild), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("+ NIX_SSHOPTS=") && l.ends_with(&rebuild[2..])),
+        "{}",
+        out.stdout
+    );
     assert!(
         out.stdout.contains("'readlink -f /run/current-system'"),
         "{}",

@@ -149,10 +149,10 @@ fn the_demo_deploys_reboots_and_deploys_a_fleet_then_leaves_nothing() {
     );
     // flakem's own lines follow each command: what it runs, the proven reboot, the summary.
     for want in [
-        "+ nixos-rebuild switch --no-reexec --sudo --use-substitutes --target-host demo1 --flake .#demo1",
-        "+ nixos-rebuild boot --no-reexec --sudo --use-substitutes --target-host demo1 --flake .#demo1",
+        "NIXOS_REBUILD_SSH_DEFAULT_OPTS='' nixos-rebuild switch --no-reexec --sudo --use-substitutes --target-host demo1 --flake .#demo1",
+        "NIXOS_REBUILD_SSH_DEFAULT_OPTS='' nixos-rebuild boot --no-reexec --sudo --use-substitutes --target-host demo1 --flake .#demo1",
         "flakem: demo1 rebooted from boot id ",
-        "[demo2] + nixos-rebuild switch",
+        "NIXOS_REBUILD_SSH_DEFAULT_OPTS='' nixos-rebuild switch --no-reexec --sudo --use-substitutes --store-path /nix/store/",
     ] {
         assert!(seen.contains(want), "{want}:\n{seen}");
     }

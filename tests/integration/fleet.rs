@@ -38,7 +38,7 @@ fn four_hosts_at_once_one_fails_the_others_succeed() {
     // Each host's output also in a file of its own, unprefixed.
     for host in hosts {
         let log = std::fs::read_to_string(logs.join(format!("{host}.log"))).unwrap();
-        assert!(log.contains("+ nixos-rebuild switch"), "{host}: {log}");
+        assert!(log.contains(" nixos-rebuild switch "), "{host}: {log}");
         let prefix = format!("[{host}] ");
         assert!(
             !log.lines().any(|l| l.starts_with(&prefix)),

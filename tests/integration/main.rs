@@ -7,6 +7,7 @@ mod demo;
 mod e2e;
 mod fleet;
 mod layers;
+mod one_login;
 mod packaging;
 mod plan_vs_trace;
 mod regressions;
