@@ -515,3 +515,26 @@ fn a_fleet_is_evaluated_once_and_each_host_gets_its_own_system() {
         assert_eq!(realised_on("web1"), command == "switch-pull", "{context}");
     }
 }
+
+/// A host of a fleet whose system does not build fails alone: the others build from the
+/// same evaluation and are deployed.
+#[test]
+fn a_host_whose_build_fails_does_not_stop_the_others() {
+    let mut bed = TestBed::with_hosts(&["web1", "web2"]);
+    let web1 = deployed_generation(&mut bed, "web1", "builds");
+    bed.set_generation("web2", "unbuildable");
+    let out = run(&bed, &["switch-push", "--json", "web1,web2"]);
+    out.status(1);
+    assert!(
+        out.stderr
+            .contains("flakem test: nixos-system-web2-gen-unbuildable does not build"),
+        "{}",
+        out.context()
+    );
+    let rows: serde_json::Value = serde_json::from_str(&out.stdout).expect("stdout is only JSON");
+    assert_eq!(rows[0]["result"], "ok", "{rows}");
+    assert_eq!(rows[0]["system"], web1.as_str());
+    assert_eq!(rows[1]["result"], "failed", "{rows}");
+    assert_eq!(rows[1]["step"], "build", "{rows}");
+    assert_eq!(bed.host("web1").readlink("/run/current-system"), Some(web1));
+}
