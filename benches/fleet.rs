@@ -1,12 +1,8 @@
-//! The fleet benchmark (issue 5): `flakem switch-push` to 8 hosts at once against 1 host,
-//! the nix evaluations flakem and nixos-rebuild run, what `--diff` costs, and how fast the
-//! completion of `DEPLOY_HOST` answers; nixos-rebuild alone and plain `nix build`s as
-//! references. All on the test bed (tests/integration/testbed), with the stand-in
-//! nixos-rebuild of tests/fixtures/bin-ng doing the real deploy and its activation fixed at
-//! 1 s. Figures, not assertions: it writes benches/results/fleet.json and the `fleet-*` parts
-//! of BENCHMARKS.md, which says how each figure is measured. Run with `cargo bench --bench
-//! fleet` as root; `FLAKEM_BENCH_RUNS=N` (11) and `FLAKEM_BENCH_COMPLETIONS=N` (20) for a
-//! quick try.
+//! The fleet benchmark (issue 5): `flakem switch-push` to 8 hosts at once against 1, the nix
+//! evaluations, `--diff` and completion, with references, on the test bed. It writes
+//! benches/results/fleet.json and the `fleet-*` parts of BENCHMARKS.md, which says how each
+//! figure is measured. `cargo bench --bench fleet` as root; `FLAKEM_BENCH_RUNS=N` (11) and
+//! `FLAKEM_BENCH_COMPLETIONS=N` (20) for a quick try.
 
 // Only part of the bed is used here.
 #[allow(dead_code, unused_imports)]
@@ -17,17 +13,17 @@ mod testbed;
 mod common;
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use common::{Machine, Stats, Table, Timed, env_count, millis, nproc, yes_no};
+use common::{Stats, Table, Timed, env_count, millis, nproc, yes_no};
 use testbed::TestBed;
 
 /// The hosts; configurations of these names are added to the test flake.
@@ -35,25 +31,20 @@ const HOSTS: [&str; 8] = [
     "node1", "node2", "node3", "node4", "node5", "node6", "node7", "node8",
 ];
 /// The stand-in's activation time (`FAKE_NIXOS_REBUILD_ACTIVATION_SECONDS`).
-const ACTIVATION_SECONDS: &str = "1";
-/// Runs of each kind, unless `FLAKEM_BENCH_RUNS` says otherwise.
+const ACTIVATION_SECONDS: f64 = 1.0;
 const RUNS: usize = 11;
-/// Cached completion calls, unless `FLAKEM_BENCH_COMPLETIONS` says otherwise.
 const COMPLETIONS: usize = 20;
 /// Cold completion calls (each with a fresh cache).
 const COLD_COMPLETIONS: usize = 3;
 /// Cached completion calls made with the nix shim, to count their nix processes.
 const COUNTED_COMPLETIONS: usize = 5;
-/// A measured run during which processes other than this benchmark's took more than this
-/// share of the machine's CPUs is repeated (others run test suites on shared machines)...
+/// Others run test suites on this shared machine: a run during which they took more than
+/// this share of its CPUs is repeated (`ATTEMPTS` in all at most); before each run the
+/// benchmark waits until its CPUs are less busy than `QUIET_SHARE` (`QUIET_BUDGET` in all).
 const OTHERS_MAX_SHARE: f64 = 0.10;
-/// ... at most this many times in all.
 const ATTEMPTS: usize = 4;
-/// Before each run the benchmark waits until the machine is this quiet...
 const QUIET_SHARE: f64 = 0.15;
-/// ... for this long at most over the whole benchmark.
 const QUIET_BUDGET: Duration = Duration::from_secs(150);
-/// Far above what any single run needs.
 const RUN_DEADLINE: Duration = Duration::from_secs(180);
 /// Issue 5's targets.
 const TARGET_RATIO: f64 = 1.5;
@@ -68,7 +59,6 @@ const SHIMMED: [(&str, usize, &[&str]); 4] = [
     ("8 hosts, `--diff`", 8, &["--diff"]),
 ];
 
-/// The field separator of the nix shim's log lines.
 const SEP: char = '\x1f';
 
 fn main() {
@@ -79,45 +69,33 @@ fn main() {
     let completions = env_count("FLAKEM_BENCH_COMPLETIONS", COMPLETIONS);
     let started = Instant::now();
     let mut bench = Bench::new();
-    let background_before = background_busy(Duration::from_secs(2));
+    let busy_before = background_busy(Duration::from_secs(2));
 
     // A first generation everywhere, so that every measured run is a real redeploy.
     bench.deploy(&HOSTS, "warm", &[], false);
 
-    // 1. 8 hosts against 1, and the reference: nixos-rebuild alone, 1 host and 8 at once.
-    // Each round runs all four, in an order that alternates, so that drift on the (shared)
-    // machine hits flakem and the reference alike.
-    let [mut one, mut eight, mut bare_one, mut bare_eight] = [(); 4].map(|_| Vec::new());
+    // (1) 1 host and 8, then the reference (nixos-rebuild alone) the same, and (3) plain and
+    // `--diff` to 1 host: each round runs every kind, each pair in an order that alternates,
+    // so that drift on the (shared) machine hits both sides of a comparison alike.
+    let [mut flakem, mut bare, mut diff] = [(); 3].map(|_| [Vec::new(), Vec::new()]);
     for r in 0..runs {
-        let order = if r % 2 == 0 { [1, 8] } else { [8, 1] };
-        for n in order {
+        let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        for (i, n) in order.map(|i| (i, [1, 8][i])) {
             let run = bench.deploy(&HOSTS[..n], &format!("s{r}-{n}"), &[], false);
-            if n == 1 { &mut one } else { &mut eight }.push(run);
+            flakem[i].push(run);
         }
-        for n in order {
-            let run = bench.bare(&HOSTS[..n], &format!("n{r}-{n}"));
-            if n == 1 {
-                &mut bare_one
-            } else {
-                &mut bare_eight
-            }
-            .push(run);
+        for (i, n) in order.map(|i| (i, [1, 8][i])) {
+            bare[i].push(bench.bare(&HOSTS[..n], &format!("n{r}-{n}")));
         }
-    }
-
-    // 3. --diff against plain, one host, alternating.
-    let (mut plain, mut diff) = (Vec::new(), Vec::new());
-    for r in 0..runs {
-        for with_diff in [r % 2 == 1, r % 2 == 0] {
-            let options: &[&str] = if with_diff { &["--diff"] } else { &[] };
-            let generation = format!("d{r}-{}", if with_diff { "diff" } else { "plain" });
-            let run = bench.deploy(&HOSTS[..1], &generation, options, false);
-            if with_diff { &mut diff } else { &mut plain }.push(run);
+        for (i, how) in order.map(|i| (i, ["plain", "diff"][i])) {
+            let options: &[&str] = [&[][..], &["--diff"]][i];
+            let run = bench.deploy(&HOSTS[..1], &format!("d{r}-{how}"), options, false);
+            diff[i].push(run);
         }
     }
     let diff_eight = bench.deploy(&HOSTS, "d-eight", &["--diff"], false);
 
-    // 2. The evaluation counts of the timed runs come from their trace lines; these runs,
+    // (2) The evaluation counts of the timed runs come from their trace lines; these runs,
     // not timed, cross-check them with the nix shim (which costs every nix process a bash).
     let shimmed = SHIMMED.map(|(label, n, options)| {
         let generation = format!("shim-{n}-{}", options.len());
@@ -125,44 +103,87 @@ fn main() {
     });
 
     // A reference for (1): 8 builds at once against one build of all 8.
-    let builds = (0..runs).map(|r| bench.builds(r)).collect();
+    let builds: Vec<[f64; 2]> = (0..runs).map(|r| bench.builds(r)).collect();
 
-    // 4. Completion.
     let completion = bench.completion(completions);
-    let background = [background_before, background_busy(Duration::from_secs(2))];
-
-    Report {
-        runs,
-        one,
-        eight,
-        plain,
+    let busy = [busy_before, background_busy(Duration::from_secs(2))];
+    let report = Report {
+        flakem,
+        bare,
         diff,
         diff_eight,
         shimmed,
-        bare_one,
-        bare_eight,
         builds,
         completion,
-        background,
-        discarded: bench.discarded,
-        waited: QUIET_BUDGET.saturating_sub(bench.quiet_budget),
-        took: started.elapsed(),
+    };
+    let waited = QUIET_BUDGET.saturating_sub(bench.quiet_budget);
+    let took = started.elapsed();
+    let kept = report.flakem.iter().chain(&report.diff).flatten();
+    let kept = Stats::over(kept.chain([&report.diff_eight]), Run::others_share);
+    let discarded = match &bench.discarded[..] {
+        [] => String::new(),
+        d => format!(": {}", d.join("; ")),
+    };
+    common::Figures {
+        bench: "fleet",
+        versions: &["ssh -V 2>&1", "nix --version", "python3 --version"],
+        facts: vec![
+            format!(
+                "other work on the machine (it is shared): its CPUs were {:.0} % busy in 2 s with \
+                 nothing of this benchmark running before the runs, {:.0} % after them; waited \
+                 {:.0} s in all for it to be quiet; {} run(s) repeated{discarded}; in the runs \
+                 kept, other processes took {:.1} % of the CPUs (median), {:.1} % at most",
+                busy[0] * 100.0,
+                busy[1] * 100.0,
+                waited.as_secs_f64(),
+                bench.discarded.len(),
+                kept.median * 100.0,
+                kept.max * 100.0,
+            ),
+            format!(
+                "whole benchmark: {:.0} s; {runs} runs of each kind; every run checked: exit 0, \
+                 each host `ok` in the `--json` summary with the fresh generation, which the host \
+                 now runs",
+                took.as_secs_f64(),
+            ),
+        ],
+        parameters: json!({
+            "hosts": HOSTS,
+            "activation_s": ACTIVATION_SECONDS,
+            "runs_of_each_kind": runs,
+            "cold_completions": COLD_COMPLETIONS,
+            "cached_completions": completions,
+            "quiet_share": QUIET_SHARE,
+            "others_max_share": OTHERS_MAX_SHARE,
+            "attempts": ATTEMPTS,
+        }),
+        tables: vec![
+            ("results", report.results()),
+            ("steps", report.steps()),
+            ("nix", report.nix_processes()),
+        ],
+        texts: Vec::new(),
+        more: json!({
+            "other_work": {
+                "busy_before": busy[0],
+                "busy_after": busy[1],
+                "waited_s": waited.as_secs_f64(),
+                "repeated": bench.discarded,
+            },
+            "completion": report.completion,
+        }),
     }
     .publish();
 }
 
-/// The bed, the shim and the environment every run uses.
 struct Bench {
     bed: TestBed,
-    /// PATH with the nix shim first, then the ng stand-in, then this machine's PATH.
-    path: OsString,
-    /// The same without the shim.
-    path_unshimmed: OsString,
-    tmp: PathBuf,
+    /// PATH without the nix shim, and with it first.
+    paths: [OsString; 2],
     nix_log: PathBuf,
     /// What is left of the time the benchmark may wait for other work on the machine to end.
     quiet_budget: Duration,
-    /// Runs thrown away because other work took too much of the machine during them.
+    /// Runs repeated because of other work on the machine, and why.
     discarded: Vec<String>,
 }
 
@@ -173,16 +194,10 @@ impl Bench {
             bed.set_generation(host, "0");
             bed.add_host(host);
         }
-        let dir = bed.dir().join("bench");
-        let tmp = bed.dir().join("t");
-        fs::create_dir_all(&tmp).expect("create the runs' TMPDIR");
-        let bin = dir.join("bin");
-        let nix_log = dir.join("nix-starts");
-        fs::create_dir_all(&dir).expect("create the benchmark's directory");
-        fs::write(&nix_log, "").expect("create the nix log");
-        // One line per nix process: its parent's name (`nixos-rebuild.sh` for the stand-in,
-        // which bash runs) and its arguments, separated by SEP, written by one printf (one
-        // write, appended).
+        let bin = bed.dir().join("bench/bin");
+        let nix_log = bed.dir().join("bench/nix-starts");
+        // One line per nix process, written by one printf (one write, appended): its parent's
+        // name (`nixos-rebuild.sh` for the stand-in, which bash runs) and its arguments.
         common::write_shim(
             &bin.join("nix"),
             "records who starts nix and how, then runs the real nix.",
@@ -197,11 +212,10 @@ impl Bench {
             ),
             &common::on_path("nix"),
         );
+        fs::write(&nix_log, "").expect("create the nix log");
         Bench {
-            path: common::search_path(&[&bin]),
-            path_unshimmed: common::search_path(&[]),
+            paths: [common::search_path(&[]), common::search_path(&[&bin])],
             bed,
-            tmp,
             nix_log,
             quiet_budget: QUIET_BUDGET,
             discarded: Vec::new(),
@@ -212,38 +226,23 @@ impl Bench {
         fs::metadata(&self.nix_log).map_or(0, |m| m.len() as usize)
     }
 
-    /// The nix processes started since the log had `from` bytes.
     fn nix_starts_since(&self, from: usize) -> Vec<NixCall> {
         let text = fs::read(&self.nix_log).unwrap_or_default();
         let text = String::from_utf8_lossy(&text[from.min(text.len())..]).into_owned();
         text.lines().map(NixCall::logged).collect()
     }
 
-    /// `program` in the flake's directory, with the bed's environment and PATH with or
-    /// without the nix shim.
-    fn command(&self, program: impl AsRef<std::ffi::OsStr>, shim: bool) -> Command {
-        let mut command = self.bed.command(program);
-        let path = if shim {
-            &self.path
-        } else {
-            &self.path_unshimmed
-        };
-        command.env("PATH", path).stdin(Stdio::null());
+    fn command(&self, program: impl AsRef<OsStr>, shim: bool) -> Command {
+        let mut command = common::command(&self.bed, program, &self.paths[usize::from(shim)]);
+        command.env(
+            "FAKE_NIXOS_REBUILD_ACTIVATION_SECONDS",
+            ACTIVATION_SECONDS.to_string(),
+        );
         command
     }
 
-    /// A deploy's `program`: `command`, with the runs' TMPDIR and the stand-in's activation
-    /// time.
-    fn deploy_command(&self, program: impl AsRef<std::ffi::OsStr>, shim: bool) -> Command {
-        let mut command = self.command(program, shim);
-        command
-            .env("TMPDIR", &self.tmp)
-            .env("FAKE_NIXOS_REBUILD_ACTIVATION_SECONDS", ACTIVATION_SECONDS);
-        command
-    }
-
-    /// Waits, within what is left of the budget, until the machine is quiet: other work
-    /// keeps its CPUs less than `QUIET_SHARE` busy over a second.
+    /// Waits, within what is left of the budget, until other work keeps the machine's CPUs
+    /// less than `QUIET_SHARE` busy over a second.
     fn wait_quiet(&mut self) {
         let start = Instant::now();
         while background_busy(Duration::from_secs(1)) > QUIET_SHARE
@@ -252,60 +251,83 @@ impl Bench {
         self.quiet_budget = self.quiet_budget.saturating_sub(start.elapsed());
     }
 
-    /// `once` with `generation` once the machine is quiet, repeated (with a new generation)
-    /// while other work on the machine took more than `OTHERS_MAX_SHARE` of its CPUs during
-    /// the run, `ATTEMPTS` times at most; `what` names the run in the log and in the note of
-    /// a repeat.
-    fn quiet_run(
+    /// `what`, a deploy of a fresh `generation` to `hosts` by `start` once the machine is
+    /// quiet, with its CPU figures (other work's are sums over processes: one that ended
+    /// meanwhile moved its time into its parent's children's), repeated while other work
+    /// took too much of the CPUs; checks that every host now runs the generation.
+    fn measure(
         &mut self,
-        what: &str,
+        what: String,
+        hosts: &[&str],
         generation: &str,
-        mut once: impl FnMut(&mut Bench, &str) -> Run,
+        start: impl Fn(&Bench, &str) -> Timed,
     ) -> Run {
+        let bed_dir = self.bed.dir().to_string_lossy().into_owned();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
         for attempt in 0.. {
             self.wait_quiet();
             let generation = match attempt {
                 0 => generation.to_owned(),
                 n => format!("{generation}-again{n}"),
             };
-            let run = once(self, &generation);
-            eprintln!("{what}, {generation}: {}", run.summary());
-            if run.others_share() <= OTHERS_MAX_SHARE || attempt + 1 == ATTEMPTS {
-                return run;
+            for host in hosts {
+                self.bed.set_generation(host, &generation);
+            }
+            let log_from = self.nix_log_len();
+            let (others, busy, own) = (others_ticks(&bed_dir), cpu_ticks().0, children_cpu());
+            let started = Instant::now();
+            let timed = start(self, &generation);
+            // Before the checks: their ssh calls are the benchmark's.
+            let run = Run {
+                cpu_busy: (cpu_ticks().0 - busy) as f64 / hz,
+                cpu_own: children_cpu() - own,
+                cpu_others: others_ticks(&bed_dir).saturating_sub(others) as f64 / hz,
+                hosts: hosts.iter().map(|h| h.to_string()).collect(),
+                started,
+                timed,
+                nix: self.nix_starts_since(log_from),
+            };
+            assert!(
+                run.timed.status.success(),
+                "{what} failed:\n{}",
+                run.timed.text()
+            );
+            for host in hosts {
+                let system = self.bed.host(host).readlink("/run/current-system");
+                let fresh = format!("-{host}-gen-{generation}");
+                let runs_it = system.as_deref().is_some_and(|s| s.ends_with(&fresh));
+                assert!(runs_it, "{host} runs {system:?}");
             }
             let share = run.others_share() * 100.0;
-            self.discarded
-                .push(format!("{what}: other work took {share:.0} % of the CPUs"));
+            eprintln!(
+                "{what}, {generation}: {:.2} s, others {share:.0} %",
+                run.secs()
+            );
+            if share <= OTHERS_MAX_SHARE * 100.0 || attempt + 1 == ATTEMPTS {
+                return run;
+            }
+            let why = format!("{what}: other work took {share:.0} % of the CPUs");
+            self.discarded.push(why);
         }
         unreachable!("the loop returns")
     }
 
-    /// `flakem switch-push --json OPTIONS HOSTS` after giving each host a fresh generation,
-    /// in a `quiet_run`; checks that every host now runs it.
+    /// `flakem switch-push --json OPTIONS HOSTS`, measured; checks its summary too.
     fn deploy(&mut self, hosts: &[&str], generation: &str, options: &[&str], shim: bool) -> Run {
-        let what = ["switch-push"]
-            .iter()
-            .chain(options)
-            .copied()
-            .collect::<Vec<_>>();
-        let what = format!("{} to {} host(s)", what.join(" "), hosts.len());
-        self.quiet_run(&what, generation, |bench, generation| {
-            for host in hosts {
-                bench.bed.set_generation(host, generation);
-            }
-            let list = hosts.join(",");
-            let mut command = bench.deploy_command(env!("CARGO_BIN_EXE_flakem"), shim);
+        let with = options.iter().map(|o| format!(" {o}")).collect::<String>();
+        let what = format!("switch-push{with} to {} host(s)", hosts.len());
+        self.measure(what, hosts, generation, |bench, generation| {
+            let mut command = bench.command(env!("CARGO_BIN_EXE_flakem"), shim);
             command
                 .args(["switch-push", "--json"])
                 .args(options)
-                .arg(&list);
-            let log_from = bench.nix_log_len();
-            let cpu = CpuMeter::start(&bench.bed);
+                .arg(hosts.join(","));
             let timed = common::run_timed(command, RUN_DEADLINE, |_| {});
-            let mut run = cpu.stop(hosts, timed);
-            run.nix = bench.nix_starts_since(log_from);
-            bench.check(&run, generation);
-            run
+            if timed.status.success() {
+                check_summary(&timed, hosts, generation);
+            }
+            timed
         })
     }
 
@@ -313,154 +335,99 @@ impl Bench {
     /// gives it, once per host, all started at once; wall time until the last one exits.
     fn bare(&mut self, hosts: &[&str], generation: &str) -> Run {
         let what = format!("nixos-rebuild alone, {} host(s)", hosts.len());
-        self.quiet_run(&what, generation, |bench, generation| {
-            for host in hosts {
-                bench.bed.set_generation(host, generation);
+        self.measure(what, hosts, generation, |bench, _| {
+            let outputs = spawn_all(hosts.iter().map(|host| {
+                let mut command = bench.command("nixos-rebuild", false);
+                command.args(["switch", "--no-reexec", "--sudo", "--use-substitutes"]);
+                command.args(["--target-host", host, "--flake", &format!(".#{host}")]);
+                command
+            }));
+            let ended = Instant::now();
+            let failed = outputs.iter().find(|o| !o.status.success());
+            let Output { status, stderr, .. } = failed.unwrap_or(&outputs[0]);
+            let stdout = String::from_utf8_lossy(stderr).into_owned();
+            let (status, lines) = (*status, Vec::new());
+            Timed {
+                status,
+                ended,
+                lines,
+                stdout,
             }
-            let cpu = CpuMeter::start(&bench.bed);
-            let children: Vec<_> = (hosts.iter())
-                .map(|host| {
-                    let mut command = bench.deploy_command("nixos-rebuild", false);
-                    command
-                        .args(["switch", "--no-reexec", "--sudo", "--use-substitutes"])
-                        .args(["--target-host", host, "--flake", &format!(".#{host}")])
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::piped());
-                    command.spawn().expect("start nixos-rebuild")
-                })
-                .collect();
-            let outputs = children.into_iter().map(|child| {
-                let output = child.wait_with_output().expect("wait for nixos-rebuild");
-                let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-                (output.status, stderr)
-            });
-            let outputs: Vec<_> = outputs.collect();
-            let timed = Timed {
-                status: outputs[0].0,
-                ended: Instant::now(),
-                lines: Vec::new(),
-                stdout: String::new(),
-            };
-            // Before the checks below: their ssh calls are the benchmark's, not nixos-rebuild's.
-            let run = cpu.stop(hosts, timed);
-            for (status, stderr) in &outputs {
-                assert!(status.success(), "nixos-rebuild failed:\n{stderr}");
-            }
-            for host in hosts {
-                let system = bench.bed.host(host).readlink("/run/current-system");
-                let fresh = format!("-{host}-gen-{generation}");
-                assert!(
-                    system.as_deref().is_some_and(|s| s.ends_with(&fresh)),
-                    "{host} runs {system:?}"
-                );
-            }
-            run
         })
     }
 
-    /// A reference, not flakem: the 8 toplevels (each a fresh generation) built here by 8
-    /// `nix build` processes at once, as the 8 stand-ins do, and by one `nix build` of all 8.
-    /// Wall times.
+    /// A reference, not flakem: wall times of the 8 toplevels (each a fresh generation) built
+    /// by 8 `nix build` processes at once, as the 8 stand-ins do, and by one of all 8.
     fn builds(&mut self, round: usize) -> [f64; 2] {
         self.wait_quiet();
         let attribute = |h: &str| format!(".#nixosConfigurations.{h}.config.system.build.toplevel");
-        let timed = |bench: &mut Bench, how: &str, groups: Vec<Vec<String>>| {
+        let apart = HOSTS.map(|h| vec![attribute(h)]).to_vec();
+        let ways = [
+            ("apart", apart),
+            ("together", vec![HOSTS.map(attribute).to_vec()]),
+        ];
+        let [apart, together] = ways.map(|(how, groups)| {
             for host in HOSTS {
-                bench.bed.set_generation(host, &format!("b{round}-{how}"));
+                self.bed.set_generation(host, &format!("b{round}-{how}"));
             }
             let start = Instant::now();
-            let children: Vec<_> = (groups.iter())
-                .map(|attributes| {
-                    let mut command = bench.command("nix", false);
-                    command
-                        .args(["build", "--json", "--no-link"])
-                        .args(attributes);
-                    command.stdout(Stdio::null()).stderr(Stdio::null());
-                    command.spawn().expect("start nix build")
-                })
-                .collect();
-            for mut child in children {
-                assert!(
-                    child.wait().expect("nix build").success(),
-                    "nix build failed"
-                );
-            }
+            let outputs = spawn_all(groups.iter().map(|attributes| {
+                let mut command = self.command("nix", false);
+                command
+                    .args(["build", "--json", "--no-link"])
+                    .args(attributes);
+                command
+            }));
+            assert!(
+                outputs.iter().all(|o| o.status.success()),
+                "nix build failed"
+            );
             start.elapsed().as_secs_f64()
-        };
-        let apart = timed(self, "apart", HOSTS.map(|h| vec![attribute(h)]).to_vec());
-        let together = timed(self, "together", vec![HOSTS.map(attribute).to_vec()]);
+        });
         eprintln!("8 nix builds at once: {apart:.2} s; one nix build of the 8: {together:.2} s");
         [apart, together]
     }
 
-    /// Panics unless the run succeeded and every host runs the fresh generation.
-    fn check(&self, run: &Run, generation: &str) {
-        let failed = || {
-            format!(
-                "switch-push to {:?} failed:\n{}",
-                run.hosts,
-                run.timed.text()
-            )
-        };
-        assert!(run.timed.status.success(), "{}", failed());
-        let summary: Value = serde_json::from_str(&run.timed.stdout).unwrap_or_else(|e| {
-            panic!("--json printed no JSON ({e}): {}", failed());
-        });
-        let rows = summary.as_array().expect("a JSON array");
-        assert_eq!(rows.len(), run.hosts.len(), "{summary}");
-        for (row, host) in rows.iter().zip(&run.hosts) {
-            let system = row["system"].as_str().unwrap_or_default();
-            assert!(
-                row["result"] == "ok"
-                    && row["host"] == host.as_str()
-                    && system.ends_with(&format!("-{host}-gen-{generation}")),
-                "{host}: {row}"
-            );
-            let runs = self.bed.host(host).readlink("/run/current-system");
-            assert_eq!(
-                runs.as_deref(),
-                Some(system),
-                "{host} runs what the summary says"
-            );
-        }
-    }
-
-    /// What bash's completion function runs on `flakem build-there <TAB>`, in the flake's
-    /// directory; `cache` is `XDG_CACHE_HOME`.
-    fn complete(&self, cache: &Path, shim: bool) -> (Duration, String) {
+    /// What bash's completion function runs on `flakem build-there <TAB>`, with `cache` as
+    /// `XDG_CACHE_HOME`: its milliseconds and the names offered.
+    fn complete(&self, cache: &Path, shim: bool) -> (f64, String) {
         let mut command = self.command(env!("CARGO_BIN_EXE_flakem"), shim);
         command
             .args(["--", "flakem", "build-there", ""])
-            .env("COMPLETE", "bash")
-            .env("_CLAP_IFS", "\u{b}")
-            .env("_CLAP_COMPLETE_INDEX", "2")
-            .env("_CLAP_COMPLETE_COMP_TYPE", "9")
-            .env("_CLAP_COMPLETE_SPACE", "false")
-            .env("XDG_CACHE_HOME", cache)
             .stderr(Stdio::null());
+        command.env("XDG_CACHE_HOME", cache).envs([
+            ("COMPLETE", "bash"),
+            ("_CLAP_IFS", "\u{b}"),
+            ("_CLAP_COMPLETE_INDEX", "2"),
+            ("_CLAP_COMPLETE_COMP_TYPE", "9"),
+            ("_CLAP_COMPLETE_SPACE", "false"),
+        ]);
         let start = Instant::now();
         let output = command.output().expect("run flakem's completion");
-        let took = start.elapsed();
+        let took = millis(start.elapsed());
         assert!(output.status.success(), "completion failed: {output:?}");
         let words = String::from_utf8_lossy(&output.stdout).replace('\u{b}', " ");
+        let words: Vec<&str> = words.split_whitespace().collect();
         // A flake-only name and a bed-only ssh alias (node1 is both).
         for name in ["web1", "node8", "@all"] {
-            let offered = words.split_whitespace().any(|w| w == name);
-            assert!(offered, "no {name} in the completion: {words}");
+            assert!(
+                words.contains(&name),
+                "no {name} in the completion: {words:?}"
+            );
         }
-        (took, words)
+        (took, words.join(" "))
     }
 
     fn completion(&mut self, cached_calls: usize) -> Completion {
         self.wait_quiet();
         let cache = |name: &str| self.bed.dir().join("caches").join(name);
         // Timed without the nix shim.
-        let cold_ms = (0..COLD_COMPLETIONS)
-            .map(|i| millis(self.complete(&cache(&format!("cold-{i}")), false).0))
-            .collect();
+        let cold =
+            (0..COLD_COMPLETIONS).map(|i| self.complete(&cache(&format!("cold-{i}")), false));
+        let cold_ms = cold.map(|(ms, _)| ms).collect();
         let warm = cache(&format!("cold-{}", COLD_COMPLETIONS - 1));
         let cached_ms = (0..cached_calls)
-            .map(|_| millis(self.complete(&warm, false).0))
+            .map(|_| self.complete(&warm, false).0)
             .collect();
         // Counted with it: one cold call, then cached calls.
         let counted = cache("counted");
@@ -471,17 +438,18 @@ impl Bench {
         for _ in 0..COUNTED_COMPLETIONS {
             self.complete(&counted, true);
         }
-        let cached_nix = self.nix_starts_since(from).len();
-        let cache_files = fs::read_dir(counted.join("flakem")).into_iter().flatten();
-        let cache_files = cache_files.flatten();
+        let cache_files = fs::read_dir(counted.join("flakem"))
+            .into_iter()
+            .flatten()
+            .flatten();
         let completion = Completion {
             cold_ms,
             cached_ms,
             cold_evaluations: cold_nix.iter().filter(|c| c.evaluates()).count(),
-            cached_nix,
-            words: words.split_whitespace().collect::<Vec<_>>().join(" "),
+            cached_nix: self.nix_starts_since(from).len(),
+            words,
             cache_files: cache_files
-                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .map(|e| e.file_name().to_string_lossy().into())
                 .collect(),
         };
         eprintln!("completion: {}", json!(completion));
@@ -489,23 +457,51 @@ impl Bench {
     }
 }
 
-/// Busy and total CPU ticks of the machine (/proc/stat's first line).
+/// Panics unless flakem's `--json` summary has each of `hosts` `ok` with the fresh generation.
+fn check_summary(timed: &Timed, hosts: &[&str], generation: &str) {
+    let summary: Vec<Value> = serde_json::from_str(&timed.stdout)
+        .unwrap_or_else(|e| panic!("--json printed no JSON array ({e}):\n{}", timed.text()));
+    assert_eq!(summary.len(), hosts.len(), "{summary:?}");
+    for (row, host) in summary.iter().zip(hosts) {
+        let system = row["system"].as_str().unwrap_or_default();
+        let fresh = system.ends_with(&format!("-{host}-gen-{generation}"));
+        assert!(
+            row["result"] == "ok" && row["host"] == *host && fresh,
+            "{host}: {row}"
+        );
+    }
+}
+
+/// Starts `commands` all at once, stdout to /dev/null, and waits for every one.
+fn spawn_all(commands: impl Iterator<Item = Command>) -> Vec<Output> {
+    let start = |mut c: Command| c.stdout(Stdio::null()).stderr(Stdio::piped()).spawn();
+    let children: Vec<_> = commands
+        .map(|c| start(c).expect("start a process"))
+        .collect();
+    let outputs = children
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("wait"));
+    outputs.collect()
+}
+
+/// Busy and total CPU ticks of the machine.
 fn cpu_ticks() -> (u64, u64) {
     let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
-    let first = stat.lines().next().unwrap_or_default();
-    let fields: Vec<u64> = first
+    let first = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
         .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
+        .skip(1);
+    let fields: Vec<u64> = first.filter_map(|f| f.parse().ok()).collect();
     let total: u64 = fields.iter().take(8).sum();
     let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
     (total - idle, total)
 }
 
-/// User and system CPU time of this process's children that were waited for (a run of flakem:
-/// flakem and everything it waited for, down the tree: the stand-in, nix, ssh).
-fn children_cpu_seconds() -> f64 {
+/// User and system CPU seconds of this process's children that were waited for (a run of
+/// flakem: flakem and everything it waited for, down the tree: the stand-in, nix, ssh).
+fn children_cpu() -> f64 {
     // SAFETY: getrusage writes into the zeroed struct we pass.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
@@ -516,14 +512,11 @@ fn children_cpu_seconds() -> f64 {
     seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
-/// The share of the machine's CPUs busy over `window`, while this benchmark runs nothing:
-/// other work on the machine.
 fn background_busy(window: Duration) -> f64 {
     let before = cpu_ticks();
     thread::sleep(window);
     let after = cpu_ticks();
-    let total = (after.1 - before.1).max(1) as f64;
-    (after.0 - before.0) as f64 / total
+    (after.0 - before.0) as f64 / (after.1 - before.1).max(1) as f64
 }
 
 /// CPU ticks (user and system, its own and its reaped children's) of all processes that are
@@ -533,8 +526,11 @@ fn others_ticks(bed_dir: &str) -> u64 {
     // pid → (parent, ticks, names the bed)
     let mut processes = BTreeMap::new();
     for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|p| p.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
             continue;
         };
         let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
@@ -549,8 +545,10 @@ fn others_ticks(bed_dir: &str) -> u64 {
         let ticks = fields.get(11..15).map_or(0, |t| t.iter().sum());
         let ours = fs::read(entry.path().join("cmdline"))
             .is_ok_and(|c| String::from_utf8_lossy(&c).contains(bed_dir));
-        let parent = fields.get(1).copied().unwrap_or(0) as u32;
-        processes.insert(pid, (parent, ticks, ours));
+        processes.insert(
+            pid,
+            (fields.get(1).copied().unwrap_or(0) as u32, ticks, ours),
+        );
     }
     let me = std::process::id();
     let is_ours = |mut pid: u32| {
@@ -568,61 +566,14 @@ fn others_ticks(bed_dir: &str) -> u64 {
     others.map(|(_, (_, ticks, _))| ticks).sum()
 }
 
-/// The counters a run's CPU figures come from, read before the run.
-struct CpuMeter {
-    bed_dir: String,
-    others: u64,
-    /// The machine's busy ticks.
-    machine: u64,
-    own: f64,
-    /// When the run starts: just after the counters are read.
-    started: Instant,
-}
+const FLAKEM: &str = "flakem";
+const STAND_IN: &str = "nixos-rebuild (stand-in)";
 
-impl CpuMeter {
-    fn start(bed: &TestBed) -> CpuMeter {
-        let bed_dir = bed.dir().to_string_lossy().into_owned();
-        CpuMeter {
-            others: others_ticks(&bed_dir),
-            machine: cpu_ticks().0,
-            own: children_cpu_seconds(),
-            bed_dir,
-            started: Instant::now(),
-        }
-    }
-
-    /// The run of `timed` to `hosts`, with its CPU figures: what the counters moved by since
-    /// `start`. Other work's are sums, not per process: a process that ended meanwhile moved
-    /// its time into its parent's children's time, and one that started and ended meanwhile
-    /// shows there too.
-    fn stop(self, hosts: &[&str], timed: Timed) -> Run {
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        Run {
-            cpu_busy: (cpu_ticks().0 - self.machine) as f64 / hz,
-            cpu_own: children_cpu_seconds() - self.own,
-            cpu_others: others_ticks(&self.bed_dir).saturating_sub(self.others) as f64 / hz,
-            hosts: hosts.iter().map(|h| h.to_string()).collect(),
-            started: self.started,
-            timed,
-            nix: Vec::new(),
-        }
-    }
-}
-
-/// Who started a process.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-enum Who {
-    Flakem,
-    NixosRebuild,
-    Other,
-}
-
-/// A nix command line: who ran it and its subcommand (`store diff-closures` for two words).
+/// A nix command line: who ran it (`FLAKEM`, `STAND_IN` or "other") and its subcommand
+/// (`store diff-closures` for two words).
 struct NixCall {
-    who: Who,
+    who: &'static str,
     subcommand: String,
-    /// An installable or argument names a flake attribute (`...#...`).
     flake_attribute: bool,
 }
 
@@ -632,44 +583,37 @@ impl NixCall {
         self.subcommand == "eval" || (self.subcommand == "build" && self.flake_attribute)
     }
 
-    /// From nix's arguments (after the program name).
-    fn from_args(who: Who, args: &[String]) -> NixCall {
+    fn from_args(who: &'static str, args: &[String]) -> NixCall {
         let mut words = args.iter();
         let mut subcommand = String::new();
         while let Some(w) = words.next() {
             match w.as_str() {
-                "--extra-experimental-features" | "--experimental-features" => {
-                    words.next();
-                }
-                "--option" => {
-                    words.nth(1);
-                }
+                "--extra-experimental-features" | "--experimental-features" => _ = words.next(),
+                "--option" => _ = words.nth(1),
                 w if w.starts_with('-') => {}
                 w => {
                     subcommand = w.to_owned();
-                    if w == "store"
-                        && let Some(next) = words.next()
-                    {
+                    if let ("store", Some(next)) = (w, words.next()) {
                         subcommand = format!("store {next}");
                     }
                     break;
                 }
             }
         }
+        let flake_attribute = args.iter().any(|a| a.contains('#'));
         NixCall {
             who,
             subcommand,
-            flake_attribute: args.iter().any(|a| a.contains('#')),
+            flake_attribute,
         }
     }
 
-    /// A line of the nix shim's log: the parent's name, then the arguments.
     fn logged(line: &str) -> NixCall {
         let mut fields = line.split(SEP);
         let who = match fields.next().unwrap_or_default() {
-            "flakem" => Who::Flakem,
-            p if p.starts_with("nixos-rebuild") => Who::NixosRebuild,
-            _ => Who::Other,
+            "flakem" => FLAKEM,
+            p if p.starts_with("nixos-rebuild") => STAND_IN,
+            _ => "other",
         };
         NixCall::from_args(who, &fields.map(str::to_owned).collect::<Vec<_>>())
     }
@@ -677,16 +621,14 @@ impl NixCall {
     /// The nix command of a traced line (`+ cmd`, flakem's own, or `$ cmd`, the stand-in's),
     /// skipping `env` and `VAR=value` words.
     fn traced(text: &str) -> Option<NixCall> {
-        let (who, command) = if let Some(c) = text.strip_prefix("+ ") {
-            (Who::Flakem, c)
-        } else {
-            (Who::NixosRebuild, text.strip_prefix("$ ")?)
+        let (who, command) = match text.strip_prefix("+ ") {
+            Some(command) => (FLAKEM, command),
+            None => (STAND_IN, text.strip_prefix("$ ")?),
         };
         let words = shell_words::split(command)
             .unwrap_or_else(|_| command.split_whitespace().map(str::to_owned).collect());
-        let program = words
-            .iter()
-            .position(|w| w != "env" && (w.starts_with('-') || !w.contains('=')))?;
+        let program =
+            (words.iter()).position(|w| w != "env" && (w.starts_with('-') || !w.contains('=')))?;
         (words[program] == "nix").then(|| NixCall::from_args(who, &words[program + 1..]))
     }
 }
@@ -705,33 +647,26 @@ fn split_host(line: &str) -> (Option<&str>, &str) {
 /// One run of flakem (or, as a reference, of nixos-rebuild alone: no lines then).
 struct Run {
     hosts: Vec<String>,
-    /// When the run started (its wall time and its lines' instants are from then).
+    /// Its wall time and its lines' instants are from then.
     started: Instant,
     timed: Timed,
-    /// What the nix shim logged during the run.
     nix: Vec<NixCall>,
-    /// The machine's busy CPU time over the run.
+    /// CPU seconds over the run: the machine's busy time, flakem's process tree's (this
+    /// machine's side: not the hosts' sshd sessions), other work's.
     cpu_busy: f64,
-    /// CPU time of flakem's process tree (this machine's side: not the hosts' sshd sessions).
     cpu_own: f64,
-    /// CPU time of processes that are not this benchmark's (other work on the machine).
     cpu_others: f64,
 }
 
-/// Evaluating nix processes of a run, by who ran them.
-#[derive(Default, Clone, Copy, Serialize)]
+/// Evaluating nix processes of a run, by who ran them: from the trace lines (flakem's, the
+/// stand-in's `$ nix … eval` and `$ nix … build <flake>#…`) and from the shim's log.
+#[derive(Default)]
 struct Evaluations {
-    /// flakem's `+ nix ... eval` (or `build` of a flake attribute) lines.
     flakem: usize,
-    /// The stand-in's `$ nix ... eval` lines.
     rebuild_eval: usize,
-    /// The stand-in's `$ nix ... build <flake>#...` lines.
     rebuild_build: usize,
-    /// The shim's count of evaluating nix processes whose parent is flakem.
     shim_flakem: usize,
-    /// ... whose parent is the stand-in.
     shim_rebuild: usize,
-    /// ... whose parent is something else.
     shim_other: usize,
 }
 
@@ -751,17 +686,19 @@ impl Run {
         self.timed.ended - self.started
     }
 
-    /// The share of the machine's CPUs other work took during the run.
+    fn secs(&self) -> f64 {
+        self.wall().as_secs_f64()
+    }
+
+    /// The shares of the machine's CPUs other work took, and that were busy, during the run.
     fn others_share(&self) -> f64 {
-        self.cpu_others / (self.wall().as_secs_f64() * nproc() as f64)
+        self.cpu_others / (self.secs() * nproc() as f64)
     }
 
-    /// The share of the machine's CPUs busy during the run.
     fn busy_share(&self) -> f64 {
-        self.cpu_busy / (self.wall().as_secs_f64() * nproc() as f64)
+        self.cpu_busy / (self.secs() * nproc() as f64)
     }
 
-    /// Its stderr lines, each with when it arrived after the spawn.
     fn lines(&self) -> impl Iterator<Item = (Duration, &str)> {
         let lines = self.timed.lines.iter();
         lines.map(|(at, line)| (*at - self.started, line.as_str()))
@@ -774,37 +711,23 @@ impl Run {
             .filter_map(|(_, l)| NixCall::traced(split_host(l).1))
         {
             match call.who {
-                Who::Flakem if call.evaluates() => e.flakem += 1,
-                Who::NixosRebuild if call.subcommand == "eval" => e.rebuild_eval += 1,
-                Who::NixosRebuild if call.evaluates() => e.rebuild_build += 1,
+                FLAKEM if call.evaluates() => e.flakem += 1,
+                STAND_IN if call.subcommand == "eval" => e.rebuild_eval += 1,
+                STAND_IN if call.evaluates() => e.rebuild_build += 1,
                 _ => {}
             }
         }
         for call in self.nix.iter().filter(|c| c.evaluates()) {
             *match call.who {
-                Who::Flakem => &mut e.shim_flakem,
-                Who::NixosRebuild => &mut e.shim_rebuild,
-                Who::Other => &mut e.shim_other,
+                FLAKEM => &mut e.shim_flakem,
+                STAND_IN => &mut e.shim_rebuild,
+                _ => &mut e.shim_other,
             } += 1;
         }
         e
     }
 
-    /// Every nix process of the run, by who and subcommand.
-    fn nix_processes(&self) -> BTreeMap<(Who, String), usize> {
-        let mut counts = BTreeMap::new();
-        for call in &self.nix {
-            let name = if call.subcommand == "build" && call.flake_attribute {
-                "build <flake>#…".to_owned()
-            } else {
-                call.subcommand.clone()
-            };
-            *counts.entry((call.who, name)).or_insert(0) += 1;
-        }
-        counts
-    }
-
-    /// The instants each step of a plain deploy started, per host (see `STEPS`).
+    /// When each step of `STEPS` started for `host`, after the spawn.
     fn steps(&self, host: &str) -> Option<[Duration; STEPS.len()]> {
         let single = self.hosts.len() == 1;
         // The lines of `host` (all lines when the run has one host), without the prefix.
@@ -823,9 +746,8 @@ impl Run {
         };
         // When flakem's names evaluation ended: the first line after its `+ nix ... eval`.
         let mut all = self.lines();
-        all.find(|(_, l)| {
-            l.starts_with("+ nix ") && NixCall::traced(l).is_some_and(|c| c.evaluates())
-        })?;
+        let names_eval = |l: &str| NixCall::traced(l).is_some_and(|c| c.evaluates());
+        all.find(|(_, l)| l.starts_with("+ nix ") && names_eval(l))?;
         let (names, _) = all.next()?;
         let nix_is = |text: &str, sub: &str| {
             text.starts_with("$ ") && NixCall::traced(text).is_some_and(|c| c.subcommand == sub)
@@ -842,34 +764,10 @@ impl Run {
         })?;
         Some([names, rebuild, build, copy, profile, wait, activate, read])
     }
-
-    fn summary(&self) -> String {
-        format!(
-            "{} in {:.2} s; evaluations {}; CPU: machine busy {:.1} s, flakem's tree {:.1} s, \
-             others {:.1} s",
-            self.timed.status,
-            self.wall().as_secs_f64(),
-            json!(self.evaluations()),
-            self.cpu_busy,
-            self.cpu_own,
-            self.cpu_others,
-        )
-    }
-
-    /// Its figures in the JSON.
-    fn data(&self) -> Value {
-        json!({
-            "hosts": self.hosts.len(),
-            "wall_s": self.wall().as_secs_f64(),
-            "cpu_busy_s": self.cpu_busy,
-            "cpu_own_s": self.cpu_own,
-            "cpu_others_s": self.cpu_others,
-            "evaluations": self.evaluations(),
-        })
-    }
 }
 
-/// What `Run::steps` times: from one instant to the next (the first starts at the spawn).
+/// What `Run::steps` times: from one instant to the next (the first starts at the spawn);
+/// then the tail, after the last host's `readlink` line.
 const STEPS: [&str; 8] = [
     "flakem starts, evaluates the names (`+ nix ... eval`)",
     "checks (ssh, machine id, sudo), dialect, until `+ nixos-rebuild`",
@@ -881,21 +779,15 @@ const STEPS: [&str; 8] = [
     "`ssh ... switch-to-configuration switch`, the stand-in exits, until flakem reads the \
      system (`+ ssh ... readlink -f /run/current-system`)",
 ];
-
-/// After the last host's `readlink` line.
 const TAIL: &str = "after the last host's `readlink`: every connection closed (`ssh -O exit`), the \
                     summary, exit";
 
 #[derive(Serialize)]
 struct Completion {
-    /// Milliseconds, each call.
     cold_ms: Vec<f64>,
     cached_ms: Vec<f64>,
-    /// Evaluating nix processes of a cold call.
     cold_evaluations: usize,
-    /// Nix processes of `COUNTED_COMPLETIONS` cached calls.
     cached_nix: usize,
-    /// What it offered.
     words: String,
     /// What the cold call wrote to `$XDG_CACHE_HOME/flakem`.
     cache_files: Vec<String>,
@@ -903,11 +795,6 @@ struct Completion {
 
 fn secs(seconds: f64) -> String {
     format!("{seconds:.2} s")
-}
-
-/// The runs' wall times, in seconds.
-fn walls(runs: &[Run]) -> Vec<f64> {
-    runs.iter().map(|r| r.wall().as_secs_f64()).collect()
 }
 
 /// `x` with its sign and `decimals` decimals, and `±0` when it rounds to zero.
@@ -920,252 +807,83 @@ fn signed(x: f64, decimals: usize, unit: &str) -> String {
     }
 }
 
-/// The same figure for every run, or each run's.
-fn same_or_each(values: &[usize]) -> String {
-    match values {
-        [first, rest @ ..] if rest.iter().all(|v| v == first) => first.to_string(),
-        _ => (values.iter().map(usize::to_string))
-            .collect::<Vec<_>>()
-            .join(", "),
+/// The same count for every run, or each run's.
+fn same_or_each(values: impl Iterator<Item = usize>) -> String {
+    let values: Vec<String> = values.map(|v| v.to_string()).collect();
+    match &values[..] {
+        [first, rest @ ..] if rest.iter().all(|v| v == first) => first.clone(),
+        _ => values.join(", "),
     }
+}
+
+fn med(runs: &[Run], figure: impl Fn(&Run) -> f64) -> f64 {
+    Stats::over(runs, figure).median
 }
 
 struct Report {
-    runs: usize,
-    one: Vec<Run>,
-    eight: Vec<Run>,
-    plain: Vec<Run>,
-    diff: Vec<Run>,
+    /// flakem's runs to 1 host and to 8; nixos-rebuild's alone, the reference, the same.
+    flakem: [Vec<Run>; 2],
+    bare: [Vec<Run>; 2],
+    /// Plain and `--diff`, 1 host.
+    diff: [Vec<Run>; 2],
     diff_eight: Run,
-    /// The runs with the nix shim, by `SHIMMED`'s labels.
     shimmed: [(&'static str, Run); 4],
-    /// nixos-rebuild alone: 1 host, 8 at once.
-    bare_one: Vec<Run>,
-    bare_eight: Vec<Run>,
-    /// 8 `nix build`s at once, one `nix build` of the 8.
     builds: Vec<[f64; 2]>,
     completion: Completion,
-    /// The machine's busy share with no run going, before and after.
-    background: [f64; 2],
-    /// Runs repeated because of other work on the machine, and the time spent waiting for it.
-    discarded: Vec<String>,
-    waited: Duration,
-    took: Duration,
-}
-
-fn median(values: &[f64]) -> f64 {
-    Stats::of(values).median
-}
-
-/// The median of `f` over `runs`.
-fn med(runs: &[Run], f: impl Fn(&Run) -> f64) -> f64 {
-    median(&runs.iter().map(f).collect::<Vec<_>>())
 }
 
 impl Report {
-    /// Median over `runs` (and their hosts) of each step's milliseconds, and the median over
-    /// runs of the slowest host's; the last entry is the tail after the last host's
-    /// `readlink` (one per run).
-    fn step_table(runs: &[Run]) -> Vec<(f64, f64)> {
-        let mut pooled = vec![Vec::new(); STEPS.len() + 1];
-        let mut slowest = vec![Vec::new(); STEPS.len() + 1];
-        for run in runs {
-            let mut worst = vec![0.0_f64; STEPS.len() + 1];
-            let mut last_read = Duration::ZERO;
-            for host in &run.hosts {
-                let Some(instants) = run.steps(host) else {
-                    eprintln!("{host}: not every step's line found");
-                    continue;
-                };
-                let mut from = Duration::ZERO;
-                for (i, at) in instants.iter().enumerate() {
-                    let took = millis(at.saturating_sub(from));
-                    pooled[i].push(took);
-                    worst[i] = worst[i].max(took);
-                    from = *at;
-                }
-                last_read = last_read.max(from);
-            }
-            let tail = millis(run.wall().saturating_sub(last_read));
-            pooled[STEPS.len()].push(tail);
-            worst[STEPS.len()] = tail;
-            for (i, w) in worst.into_iter().enumerate() {
-                slowest[i].push(w);
-            }
-        }
-        let both = pooled.iter().zip(&slowest);
-        both.map(|(p, s)| (median(p), median(s))).collect()
-    }
-
-    fn publish(&self) {
-        let machine = Machine::now(&["ssh -V 2>&1", "nix --version", "python3 --version"]);
-        let (results, steps, nix) = (self.results(), self.steps(), self.nix_processes());
-        let each = |runs: &[Run]| runs.iter().map(Run::data).collect::<Vec<_>>();
-        let data = json!({
-            "benchmark": "fleet",
-            "machine": machine,
-            "took_s": self.took.as_secs_f64(),
-            "parameters": {
-                "hosts": HOSTS,
-                "activation_s": ACTIVATION_SECONDS,
-                "runs_of_each_kind": self.runs,
-                "cold_completions": COLD_COMPLETIONS,
-                "cached_completions": self.completion.cached_ms.len(),
-                "quiet_share": QUIET_SHARE,
-                "others_max_share": OTHERS_MAX_SHARE,
-                "attempts": ATTEMPTS,
-            },
-            "tables": {
-                "results": results,
-                "steps": steps,
-                "nix_processes": nix,
-            },
-            "other_work": {
-                "busy_before": self.background[0],
-                "busy_after": self.background[1],
-                "waited_s": self.waited.as_secs_f64(),
-                "discarded": self.discarded,
-            },
-            "runs": {
-                "one": each(&self.one),
-                "eight": each(&self.eight),
-                "plain": each(&self.plain),
-                "diff": each(&self.diff),
-                "diff_eight": self.diff_eight.data(),
-                "bare_one": each(&self.bare_one),
-                "bare_eight": each(&self.bare_eight),
-                "builds_apart_s": self.builds.iter().map(|b| b[0]).collect::<Vec<_>>(),
-                "builds_together_s": self.builds.iter().map(|b| b[1]).collect::<Vec<_>>(),
-            },
-            "completion": self.completion,
-        });
-        common::publish(
-            "fleet",
-            &data,
-            &[
-                ("fleet-machine", machine.markdown(&self.run_facts())),
-                ("fleet-results", results.markdown()),
-                ("fleet-steps", steps.markdown()),
-                ("fleet-nix", nix.markdown()),
-            ],
-        );
-    }
-
-    /// The run's own items of "Machine and run": other work on the machine, the runs.
-    fn run_facts(&self) -> [String; 2] {
-        let kept = [&self.one, &self.eight, &self.plain, &self.diff]
-            .into_iter()
-            .flatten();
-        let kept: Vec<f64> = (kept.chain([&self.diff_eight]))
-            .map(Run::others_share)
-            .collect();
-        let discarded = match &self.discarded[..] {
-            [] => String::new(),
-            d => format!(": {}", d.join("; ")),
-        };
-        [
-            format!(
-                "other work on the machine (it is shared): its CPUs were {:.0} % busy in 2 s with \
-                 nothing of this benchmark running before the runs, {:.0} % after them; waited {:.0} \
-                 s in all for it to be quiet; {} run(s) repeated{discarded}; in the runs kept, \
-                 other processes took {:.1} % of the CPUs (median), {:.1} % at most",
-                self.background[0] * 100.0,
-                self.background[1] * 100.0,
-                self.waited.as_secs_f64(),
-                self.discarded.len(),
-                median(&kept) * 100.0,
-                Stats::of(&kept).max * 100.0,
-            ),
-            format!(
-                "whole benchmark: {:.0} s; {} runs of each kind; every run checked: exit 0, each \
-                 host `ok` in the `--json` summary with the fresh generation, which the host now runs",
-                self.took.as_secs_f64(),
-                self.runs
-            ),
-        ]
-    }
-
     /// The figures of issue 5, (1) to (4), with its targets.
     fn results(&self) -> Table {
-        let [t1s, t8s, b1s, b8s, tps, tds] = [
-            &self.one,
-            &self.eight,
-            &self.bare_one,
-            &self.bare_eight,
-            &self.plain,
-            &self.diff,
-        ]
-        .map(|runs| median(&walls(runs)));
+        let ([one, eight], [bare_one, bare_eight], [plain, diff]) =
+            (&self.flakem, &self.bare, &self.diff);
+        let [t1s, t8s, b1s, b8s, tps, tds] =
+            [one, eight, bare_one, bare_eight, plain, diff].map(|r| med(r, Run::secs));
         let ratio = t8s / t1s;
-        let activation: f64 = ACTIVATION_SECONDS.parse().unwrap_or(0.0);
-        let evals = |runs: &[Run]| runs.iter().map(Run::evaluations).collect::<Vec<_>>();
-        let (e1, e8, ep, ed) = (
-            evals(&self.one),
-            evals(&self.eight),
-            evals(&self.plain),
-            evals(&self.diff),
-        );
+        let [e1, e8, ep, ed] = [one, eight, plain, diff].map(|r| r.iter().map(Run::evaluations));
+        let [e1, e8, ep, ed] = [e1, e8, ep, ed].map(Vec::from_iter);
         let ed8 = self.diff_eight.evaluations();
-        let shim_evals: Vec<Evaluations> =
-            self.shimmed.iter().map(|(_, r)| r.evaluations()).collect();
+        let shim_evals = self.shimmed.each_ref().map(|(_, r)| r.evaluations());
         let others: usize = shim_evals.iter().map(|e| e.shim_other).sum();
-        let pick = |es: &[Evaluations], f: fn(&Evaluations) -> usize| {
-            same_or_each(&es.iter().map(f).collect::<Vec<_>>())
-        };
-        let own8 = med(&self.eight, |r| r.cpu_own);
+        let pick =
+            |es: &[Evaluations], f: fn(&Evaluations) -> usize| same_or_each(es.iter().map(f));
+        let by_rebuild =
+            |es: &[_]| pick(es, |e| e.rebuild_eval) + " + " + &pick(es, |e| e.rebuild_build);
+        let own_and_rebuild =
+            |es: &[_]| pick(es, |e| e.flakem) + " + " + &pick(es, Evaluations::rebuild);
+        let own8 = med(eight, |r| r.cpu_own);
         // What an 8-host run needed of this machine's CPUs: its busy time less other work's.
-        let work8 =
-            (med(&self.eight, |r| r.cpu_busy) - med(&self.eight, |r| r.cpu_others)).max(own8);
+        let work8 = (med(eight, |r| r.cpu_busy) - med(eight, |r| r.cpu_others)).max(own8);
         let n = nproc() as f64;
-        let client_floor = activation + own8 / n;
+        let client_floor = ACTIVATION_SECONDS + own8 / n;
         let c = &self.completion;
-        let cached = Stats::of(&c.cached_ms);
-        let busy_lines = (self.eight.iter().flat_map(|r| r.lines()))
+        let cached = Stats::over(&c.cached_ms, |ms| *ms);
+        let busy_lines = (eight.iter().flat_map(|r| r.lines()))
             .filter(|(_, l)| l.contains("SQLite database") && l.contains("is busy"))
             .count();
-        let build = |i: usize| {
-            secs(median(
-                &self.builds.iter().map(|b| b[i]).collect::<Vec<_>>(),
-            ))
-        };
+        let build = |i: usize| secs(Stats::over(&self.builds, |b| b[i]).median);
+        let d8 = self.diff_eight.secs();
 
         let row =
-            |figure: &str, value: String| [figure.to_owned(), value, String::new(), String::new()];
+            |figure: &str, value: String| [figure.into(), value, String::new(), String::new()];
         let met = |figure: &str, value: String, target: String, ok: bool| {
             [figure.to_owned(), value, target, yes_no(ok)]
         };
-        // Wall times: the median, then each run's.
-        let walls_row = |figure: &str, runs: &[Run]| {
-            let walls = walls(runs);
-            let each: Vec<String> = walls.iter().map(|s| format!("{s:.2}")).collect();
-            let value = format!("{} ({})", secs(median(&walls)), each.join(", "));
+        let walls = |figure: &str, runs: &[Run]| {
+            let each: Vec<String> = runs.iter().map(|r| format!("{:.2}", r.secs())).collect();
+            let value = format!("{} ({})", secs(med(runs, Run::secs)), each.join(", "));
             row(&format!("{figure}, median (each run)"), value)
         };
         let own_evaluations = |figure: &str, es: &[Evaluations]| {
-            let target = TARGET_OWN_EVALUATIONS;
-            let ok = es.iter().all(|e| e.flakem == target);
+            let (target, ok) = (
+                TARGET_OWN_EVALUATIONS,
+                es.iter().all(|e| e.flakem == TARGET_OWN_EVALUATIONS),
+            );
             met(figure, pick(es, |e| e.flakem), target.to_string(), ok)
         };
-        let by_rebuild = |es: &[Evaluations]| {
-            format!(
-                "{} + {}",
-                pick(es, |e| e.rebuild_eval),
-                pick(es, |e| e.rebuild_build)
-            )
-        };
-        let own_and_rebuild = |es: &[Evaluations]| {
-            format!(
-                "{} + {}",
-                pick(es, |e| e.flakem),
-                pick(es, Evaluations::rebuild)
-            )
-        };
         let rows = [
-            walls_row("(1) `switch-push` to 1 host, wall time", &self.one),
-            walls_row(
-                "(1) `switch-push` to 8 hosts at once, wall time",
-                &self.eight,
-            ),
+            walls("(1) `switch-push` to 1 host, wall time", one),
+            walls("(1) `switch-push` to 8 hosts at once, wall time", eight),
             met(
                 "(1) **8 hosts ÷ 1 host** (medians)",
                 format!("**{ratio:.2}**"),
@@ -1174,15 +892,19 @@ impl Report {
             ),
             row(
                 "(1) same without the 1 s activation: (t₈ − 1 s) ÷ (t₁ − 1 s)",
-                format!("{:.2}", (t8s - activation) / (t1s - activation)),
+                format!(
+                    "{:.2}",
+                    (t8s - ACTIVATION_SECONDS) / (t1s - ACTIVATION_SECONDS)
+                ),
             ),
-            walls_row(
-                "(1) reference, not flakem: `nixos-rebuild switch` (the stand-in) alone, same arguments, 1 host",
-                &self.bare_one,
+            walls(
+                "(1) reference, not flakem: `nixos-rebuild switch` (the stand-in) alone, same \
+                 arguments, 1 host",
+                bare_one,
             ),
-            walls_row(
+            walls(
                 "(1) reference: 8 of them started at once, until the last ends",
-                &self.bare_eight,
+                bare_eight,
             ),
             row(
                 "(1) reference: **8 ÷ 1 for nixos-rebuild alone**",
@@ -1193,19 +915,22 @@ impl Report {
                 format!("{:+.2} s / {:+.2} s", t1s - b1s, t8s - b8s),
             ),
             row(
-                "(1) reference: the 8 toplevels built by 8 `nix build`s at once / by one `nix build` of all 8 (medians)",
+                "(1) reference: the 8 toplevels built by 8 `nix build`s at once / by one `nix \
+                 build` of all 8 (medians)",
                 format!("{} / {}", build(0), build(1)),
             ),
             row(
-                "(1) CPU-seconds an 8-host run needed (the machine's busy time less other work's; median)",
+                "(1) CPU-seconds an 8-host run needed (the machine's busy time less other work's; \
+                 median)",
                 format!("{work8:.1} s"),
             ),
             row(
                 "(1) the floor they set: 1 s activation + CPU-seconds ÷ CPUs (measured: t₈)",
-                format!("{:.2} s ({})", activation + work8 / n, secs(t8s)),
+                format!("{:.2} s ({})", ACTIVATION_SECONDS + work8 / n, secs(t8s)),
             ),
             row(
-                "(1) the floor flakem's process tree alone sets: 1 s + its CPU-seconds ÷ CPUs, and ÷ t₁",
+                "(1) the floor flakem's process tree alone sets: 1 s + its CPU-seconds ÷ CPUs, and \
+                 ÷ t₁",
                 format!("{client_floor:.2} s, {:.2}", client_floor / t1s),
             ),
             row(
@@ -1221,29 +946,29 @@ impl Report {
                 &e8,
             ),
             row(
-                "(2) by nixos-rebuild (the stand-in), 1 host: `$ nix … eval` + `$ nix … build <flake>#…`",
+                "(2) by nixos-rebuild (the stand-in), 1 host: `$ nix … eval` + `$ nix … build \
+                 <flake>#…`",
                 by_rebuild(&e1),
             ),
             row(
-                "(2) by nixos-rebuild (the stand-in), 8 hosts: `$ nix … eval` + `$ nix … build <flake>#…`",
+                "(2) by nixos-rebuild (the stand-in), 8 hosts: `$ nix … eval` + `$ nix … build \
+                 <flake>#…`",
                 by_rebuild(&e8),
             ),
             row(
                 &format!(
-                    "(2) cross-check: the `nix` shim's count of evaluating nix processes (in {} runs, not timed) matches the trace lines",
+                    "(2) cross-check: the `nix` shim's count of evaluating nix processes (in {} \
+                     runs, not timed) matches the trace lines",
                     self.shimmed.len()
                 ),
-                format!(
-                    "{}{}",
-                    yes_no(shim_evals.iter().all(Evaluations::consistent)),
-                    match others {
+                yes_no(shim_evals.iter().all(Evaluations::consistent))
+                    + &match others {
                         0 => String::new(),
                         n => format!(" ({n} evaluating nix processes had another parent)"),
-                    }
-                ),
+                    },
             ),
-            walls_row("(3) `switch-push` 1 host, wall time", &self.plain),
-            walls_row("(3) `switch-push --diff` 1 host, wall time", &self.diff),
+            walls("(3) `switch-push` 1 host, wall time", plain),
+            walls("(3) `switch-push --diff` 1 host, wall time", diff),
             row(
                 "(3) what `--diff` adds, 1 host (difference of the medians)",
                 format!(
@@ -1261,30 +986,35 @@ impl Report {
                 own_and_rebuild(&ed),
             ),
             row(
-                "(3) `switch-push --diff` 8 hosts, one run: wall time (plain: median), and what `--diff` changed",
+                "(3) `switch-push --diff` 8 hosts, one run: wall time (plain: median), and what \
+                 `--diff` changed",
                 format!(
                     "{} ({}), {}",
-                    secs(self.diff_eight.wall().as_secs_f64()),
+                    secs(d8),
                     secs(t8s),
-                    signed(self.diff_eight.wall().as_secs_f64() - t8s, 2, " s")
+                    signed(d8 - t8s, 2, " s")
                 ),
             ),
             row(
-                "(3) CPU time of flakem's process tree, 8 hosts: `--diff` (one run) / plain (median)",
+                "(3) CPU time of flakem's process tree, 8 hosts: `--diff` (one run) / plain \
+                 (median)",
                 format!("{:.1} s / {own8:.1} s", self.diff_eight.cpu_own),
             ),
             met(
                 "(3) evaluations, 8 hosts, `--diff`: flakem's own + nixos-rebuild's",
-                own_and_rebuild(&[ed8]),
+                own_and_rebuild(std::slice::from_ref(&ed8)),
                 "flakem's own: as many as for 1 host".to_owned(),
                 ed.iter().all(|e| e.flakem == ed8.flakem),
             ),
             row(
                 &format!(
-                    "(4) completion of `flakem build-there <TAB>`, cold (fresh cache; {} nix evaluation), each call",
+                    "(4) completion of `flakem build-there <TAB>`, cold (fresh cache; {} nix \
+                     evaluation), each call",
                     c.cold_evaluations
                 ),
-                (c.cold_ms.iter().map(|ms| format!("{ms:.0} ms")))
+                c.cold_ms
+                    .iter()
+                    .map(|ms| format!("{ms:.0} ms"))
                     .collect::<Vec<_>>()
                     .join(", "),
             ),
@@ -1312,41 +1042,45 @@ impl Report {
 
     /// Where the time of a plain deploy goes, and the CPU time it took.
     fn steps(&self) -> Table {
-        let (s1, s8) = (Self::step_table(&self.one), Self::step_table(&self.eight));
-        let steps = STEPS.iter().copied().chain([TAIL]).zip(s1.iter().zip(&s8));
-        let mut rows: Vec<[String; 4]> = steps
-            .map(|(label, ((a, _), (b, bw)))| {
-                let [a, b, bw] = [a, b, bw].map(|ms| format!("{ms:.0} ms"));
-                [label.to_owned(), a, b, bw]
-            })
-            .collect();
-        let whole =
-            |label: &str, one: String, eight: String| [label.to_owned(), one, String::new(), eight];
-        let cpu = |runs: &[Run]| format!("{:.1} s", med(runs, |r| r.cpu_own));
-        let busy = |runs: &[Run]| {
-            let (busy, share) = (med(runs, |r| r.cpu_busy), med(runs, Run::busy_share));
-            format!("{busy:.1} s, {:.0} %", share * 100.0)
+        let [one, eight] = &self.flakem;
+        let steps = STEPS
+            .iter()
+            .chain([&TAIL])
+            .zip(step_times(one).zip(step_times(eight)));
+        let steps = steps.map(|(label, ((a, _), (b, bw)))| {
+            let [a, b, bw] = [a, b, bw].map(|ms| format!("{ms:.0} ms"));
+            [label.to_string(), a, b, bw]
+        });
+        let whole = |label: &str, [one, eight]: &[Vec<Run>; 2], of: &dyn Fn(&[Run]) -> String| {
+            [label.to_owned(), of(one), String::new(), of(eight)]
         };
-        let ms = |runs: &[Run]| format!("**{:.0} ms**", median(&walls(runs)) * 1e3);
-        rows.extend([
-            whole("**whole run** (wall time, median)", ms(&self.one), ms(&self.eight)),
+        let cpu = |runs: &[Run]| format!("{:.1} s", med(runs, |r| r.cpu_own));
+        let rows = steps.chain([
+            whole("**whole run** (wall time, median)", &self.flakem, &|runs| {
+                format!("**{:.0} ms**", med(runs, Run::secs) * 1e3)
+            }),
             whole(
-                "CPU time of flakem's process tree on this machine (flakem, stand-in, nix, ssh; median)",
-                cpu(&self.one),
-                cpu(&self.eight),
+                "CPU time of flakem's process tree on this machine (flakem, stand-in, nix, ssh; \
+                 median)",
+                &self.flakem,
+                &cpu,
             ),
             whole(
                 "the same for nixos-rebuild alone (reference; median)",
-                cpu(&self.bare_one),
-                cpu(&self.bare_eight),
+                &self.bare,
+                &cpu,
             ),
             whole(
                 &format!(
-                    "the machine's busy CPU time during the run, and its share of the {} CPUs (median)",
+                    "the machine's busy CPU time during the run, and its share of the {} CPUs \
+                     (median)",
                     nproc()
                 ),
-                busy(&self.one),
-                busy(&self.eight),
+                &self.flakem,
+                &|runs| {
+                    let (busy, share) = (med(runs, |r| r.cpu_busy), med(runs, Run::busy_share));
+                    format!("{busy:.1} s, {:.0} %", share * 100.0)
+                },
             ),
         ]);
         Table::new(
@@ -1355,18 +1089,21 @@ impl Report {
         )
     }
 
-    /// Every nix process of the runs made with the shim.
     fn nix_processes(&self) -> Table {
         let rows = self.shimmed.iter().flat_map(|(label, run)| {
-            run.nix_processes().into_iter().map(move |((who, sub), n)| {
-                let who = match who {
-                    Who::Flakem => "flakem",
-                    Who::NixosRebuild => "nixos-rebuild (stand-in)",
-                    Who::Other => "other",
+            let mut counts = BTreeMap::new();
+            for call in &run.nix {
+                let name = match call.subcommand.as_str() {
+                    "build" if call.flake_attribute => "build <flake>#…",
+                    sub => sub,
                 };
+                *counts.entry((call.who, name)).or_insert(0) += 1;
+            }
+            let rows = counts.into_iter();
+            rows.map(|((who, sub), n)| {
                 [
                     label.to_string(),
-                    who.to_owned(),
+                    who.into(),
                     format!("`{sub}`"),
                     n.to_string(),
                 ]
@@ -1374,4 +1111,36 @@ impl Report {
         });
         Table::new(["run", "started by", "nix subcommand", "processes"], rows)
     }
+}
+
+/// Median over `runs` (and their hosts) of each step's milliseconds, and the median over runs
+/// of the slowest host's; the last is the tail after the last host's `readlink` (one per run).
+fn step_times(runs: &[Run]) -> impl Iterator<Item = (f64, f64)> {
+    let (mut pooled, mut slowest) = (vec![Vec::new(); STEPS.len() + 1], Vec::new());
+    for run in runs {
+        let mut worst = [0.0_f64; STEPS.len() + 1];
+        let mut last_read = Duration::ZERO;
+        for host in &run.hosts {
+            let Some(instants) = run.steps(host) else {
+                eprintln!("{host}: not every step's line found");
+                continue;
+            };
+            let mut from = Duration::ZERO;
+            for (i, at) in instants.iter().enumerate() {
+                let took = millis(at.saturating_sub(from));
+                pooled[i].push(took);
+                worst[i] = worst[i].max(took);
+                from = *at;
+            }
+            last_read = last_read.max(from);
+        }
+        worst[STEPS.len()] = millis(run.wall().saturating_sub(last_read));
+        pooled[STEPS.len()].push(worst[STEPS.len()]);
+        slowest.push(worst);
+    }
+    let median = move |i: usize| {
+        let pooled = Stats::over(&pooled[i], |ms| *ms).median;
+        (pooled, Stats::over(&slowest, |w| w[i]).median)
+    };
+    (0..=STEPS.len()).map(median)
 }

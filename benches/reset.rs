@@ -1,9 +1,7 @@
 //! The reset benchmark (issue 3): `flakem switch-push-reset` against the naive "reboot, sleep,
-//! retry ssh" loop of benches/naive-reset.sh, both on the test bed (tests/integration/testbed)
-//! with the stand-in nixos-rebuild of tests/fixtures/bin-ng doing the real deploy. Figures,
-//! not assertions: it writes benches/results/reset.json and the `reset-*` parts of
-//! BENCHMARKS.md, which says how each figure is measured. Run with `cargo bench --bench
-//! reset` as root; `FLAKEM_BENCH_REBOOTS=N` (20 by default) for a quick try.
+//! retry ssh" loop of benches/naive-reset.sh, on the test bed. It writes
+//! benches/results/reset.json and the `reset-*` parts of BENCHMARKS.md, which says how each
+//! figure is measured. `cargo bench --bench reset` as root; `FLAKEM_BENCH_REBOOTS=N` (20).
 
 // Only part of the bed is used here.
 #[allow(dead_code, unused_imports)]
@@ -13,13 +11,12 @@ mod testbed;
 #[path = "common/mod.rs"]
 mod common;
 
-use std::ffi::OsString;
+use std::ffi::{CString, OsStr, OsString};
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpStream};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -28,24 +25,21 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::json;
 
-use common::{Machine, Stats, Table, Timed, millis, yes_no};
+use common::{Stats, Table, Timed, millis, yes_no};
 use testbed::{Host, Reboot, TestBed};
 
-/// The host every run deploys to (a configuration of the test flake).
 const HOST: &str = "web1";
-/// Reboots per side, unless `FLAKEM_BENCH_REBOOTS` says otherwise.
 const REBOOTS: usize = 20;
-/// The fixed reboot of the main runs: down at once, for 2 s.
+/// The reboot of the main runs: down at once, for 2 s.
 const DOWN: Duration = Duration::from_secs(2);
 /// The slow shutdown: sessions end at once, sshd accepts on the old boot id for 2.5 s, then
 /// the host is down for 2 s.
 const SLOW_ACCEPT_FOR: Duration = Duration::from_millis(2500);
 const SLOW_DOWN: Duration = Duration::from_secs(2);
-/// Far above what any single run needs.
 const RUN_DEADLINE: Duration = Duration::from_secs(120);
-/// How long the watcher waits for a host to go down and come back.
+/// How long the watcher waits for the host to go down and come back, and how often it tries
+/// the host's port while it is down.
 const WATCH_DEADLINE: Duration = Duration::from_secs(90);
-/// How often the watcher tries the host's port while it is down.
 const WATCH_EVERY: Duration = Duration::from_micros(500);
 /// flakem's targets from issue 3.
 const TARGET_MEDIAN_MS: f64 = 500.0;
@@ -54,17 +48,8 @@ const TARGET_OWN_CONNECTIONS: usize = 2;
 const TARGET_TRIES_PER_SECOND: usize = 5;
 
 /// The deploy command both sides run (flakem prints the same one).
-const NIXOS_REBUILD: &[&str] = &[
-    "nixos-rebuild",
-    "boot",
-    "--no-reexec",
-    "--sudo",
-    "--use-substitutes",
-    "--target-host",
-    HOST,
-    "--flake",
-    ".#web1",
-];
+const NIXOS_REBUILD: &str =
+    "nixos-rebuild boot --no-reexec --sudo --use-substitutes --target-host web1 --flake .#web1";
 
 /// The naive reset, as a user would type it; `set -x` prints each command as it starts, as
 /// flakem does, and its collection's session first prints the boot id it runs on.
@@ -85,38 +70,73 @@ fn main() {
 
     // A first generation, switched to, so that every measured run is a real redeploy.
     bench.bed.set_generation(HOST, "a");
-    let first = bench.run_flakem(&["switch-push", HOST], &[]);
-    assert!(first.timed.status.success(), "{}", first.timed.text());
+    let (first, _) = bench.run_flakem(&["switch-push", HOST], &[]);
+    assert!(first.status.success(), "{}", first.text());
 
     // (b) cross-check: the connections of a bare `nixos-rebuild boot` of the stand-in.
     bench.bed.set_generation(HOST, "b");
-    let bare = bench.run_bare_nixos_rebuild();
+    let before = accepted(&bench.host());
+    let mut words = NIXOS_REBUILD.split(' ');
+    let mut command = bench.command(words.next().expect("a program"));
+    command.args(words);
+    let bare = common::run_timed(command, RUN_DEADLINE, |_| {});
+    assert!(bare.status.success(), "{}", bare.text());
+    let bare = accepted(&bench.host()) - before;
     eprintln!("bare nixos-rebuild boot: {bare} connections accepted");
 
-    let host = bench.bed.host(HOST);
-    host.set_reboot(Reboot::Down(DOWN));
+    bench.host().set_reboot(Reboot::Down(DOWN));
     let flakem = bench.resets(reboots, "flakem", Bench::flakem_reset);
     let naive = bench.resets(reboots, "naive", Bench::naive_reset);
 
-    host.set_reboot(Reboot::SlowShutdown {
-        accept_for: SLOW_ACCEPT_FOR,
-        down: SLOW_DOWN,
-    });
-    bench.bed.set_generation(HOST, "slow-naive");
-    let slow_naive = bench.naive_reset();
-    eprintln!("naive, slow shutdown: {}", slow_naive.summary());
-    bench.bed.set_generation(HOST, "slow-flakem");
-    let slow_flakem = bench.flakem_reset();
-    eprintln!("flakem, slow shutdown: {}", slow_flakem.summary());
+    let (accept_for, down) = (SLOW_ACCEPT_FOR, SLOW_DOWN);
+    (bench.host()).set_reboot(Reboot::SlowShutdown { accept_for, down });
+    let mut slow_reset = |generation, reset: fn(&Bench) -> Reset| {
+        bench.bed.set_generation(HOST, generation);
+        let reset = reset(&bench);
+        eprintln!("{generation}: {}", json!(reset));
+        reset
+    };
+    let slow_naive = slow_reset("slow-naive", Bench::naive_reset);
+    let slow = [slow_reset("slow-flakem", Bench::flakem_reset), slow_naive];
 
-    Report {
-        reboots,
-        bare,
+    let report = Report {
         flakem,
         naive,
-        slow_flakem,
-        slow_naive,
-        took: started.elapsed(),
+        slow,
+    };
+    let failed = report
+        .flakem
+        .iter()
+        .chain(&report.naive)
+        .filter(|r| !r.ok)
+        .count();
+    let took = started.elapsed();
+    common::Figures {
+        bench: "reset",
+        versions: &["ssh -V 2>&1", "nix --version"],
+        facts: vec![
+            format!("whole benchmark: {:.0} s; failed runs: {failed}", took.as_secs_f64()),
+            format!("reboots per side: {reboots}"),
+        ],
+        parameters: json!({
+            "host": HOST,
+            "reboots_per_side": reboots,
+            "down_ms": millis(DOWN),
+            "slow_shutdown": {"accept_for_ms": millis(SLOW_ACCEPT_FOR), "down_ms": millis(SLOW_DOWN)},
+            "deploy": NIXOS_REBUILD,
+            "naive_script": NAIVE,
+        }),
+        tables: vec![
+            ("results", report.results(bare)),
+            ("slow", report.slow()),
+            ("per-reset", report.per_reset()),
+        ],
+        texts: vec![("script", format!("```bash\n{NAIVE}```"))],
+        more: json!({
+            "bare_nixos_rebuild_connections": bare,
+            "resets": {"flakem": report.flakem, "naive": report.naive},
+            "slow_shutdown": {"flakem": report.slow[0], "naive": report.slow[1]},
+        }),
     }
     .publish();
 }
@@ -124,9 +144,8 @@ fn main() {
 /// The bed, the shims and the programs every run uses.
 struct Bench {
     bed: TestBed,
-    starts: SshStarts,
+    tries: Tries,
     path: OsString,
-    tmp: PathBuf,
     naive: PathBuf,
     gc_log: PathBuf,
 }
@@ -135,35 +154,26 @@ impl Bench {
     fn new() -> Bench {
         let bed = TestBed::with_hosts(&[HOST]);
         let dir = bed.dir().join("bench");
-        let tmp = bed.dir().join("t");
-        fs::create_dir_all(&tmp).expect("create the runs' TMPDIR");
-        let starts = SshStarts::install(&dir, &common::on_path("ssh"));
-        let path = common::search_path(&[&starts.bin]);
-
+        let tries = Tries::install(&dir, &common::on_path("ssh"));
         let naive = dir.join(NAIVE_NAME);
         common::write_executable(&naive, NAIVE);
-
         // The host's own nix-collect-garbage, first on its PATH (also under sudo: the host's
         // sudo keeps PATH): which boot each collection ran on.
         let host = bed.host(HOST);
+        let real = ["/usr/bin", "/bin", "/usr/local/bin"];
         common::write_shim(
             &host.dir().join("bin/nix-collect-garbage"),
             "records the boot each collection runs on.",
             "mkdir -p /var/lib/flakem-bench\n\
              cat /proc/sys/kernel/random/boot_id >> /var/lib/flakem-bench/gc-boots\n",
-            &common::first_in(
-                "nix-collect-garbage",
-                ["/usr/bin", "/bin", "/usr/local/bin"],
-            ),
+            &common::first_in("nix-collect-garbage", real),
         );
-        let gc_log = host.path("/var/lib/flakem-bench/gc-boots");
         Bench {
+            path: common::search_path(&[&dir.join("bin")]),
+            gc_log: host.path("/var/lib/flakem-bench/gc-boots"),
             bed,
-            starts,
-            path,
-            tmp,
+            tries,
             naive,
-            gc_log,
         }
     }
 
@@ -177,44 +187,25 @@ impl Bench {
         log.lines().map(str::to_owned).collect()
     }
 
-    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut command = self.bed.command(program);
-        command
-            .env("PATH", &self.path)
-            .env("TMPDIR", &self.tmp)
-            .stdin(Stdio::null());
-        command
+    fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        common::command(&self.bed, program, &self.path)
     }
 
-    /// flakem with `args`; the host's accepted connections are counted when the first
-    /// stderr line containing each of `marks` arrives.
     fn run_flakem(&self, args: &[&str], marks: &[&'static str]) -> Run {
         let mut command = self.command(env!("CARGO_BIN_EXE_flakem"));
         command.args(args);
         run_marked(command, marks, self.host())
     }
 
-    /// A bare `nixos-rebuild boot` of the stand-in; returns the connections the host accepted.
-    fn run_bare_nixos_rebuild(&self) -> usize {
-        let host = self.host();
-        let before = accepted(&host);
-        let mut command = self.command(NIXOS_REBUILD[0]);
-        command.args(&NIXOS_REBUILD[1..]);
-        let run = run_marked(command, &[], host.clone());
-        assert!(run.timed.status.success(), "{}", run.timed.text());
-        accepted(&host) - before
-    }
-
     /// `count` resets by `reset`, each deploying the other of the generations `a` and `b`.
     fn resets(&mut self, count: usize, name: &str, reset: fn(&Bench) -> Reset) -> Vec<Reset> {
-        (0..count)
-            .map(|i| {
-                self.bed.set_generation(HOST, ["a", "b"][i % 2]);
-                let reset = reset(self);
-                eprintln!("{name:<6} {:2}: {}", i + 1, reset.summary());
-                reset
-            })
-            .collect()
+        let mut each = |i| {
+            self.bed.set_generation(HOST, ["a", "b"][i % 2]);
+            let reset = reset(self);
+            eprintln!("{name:<6} {:2}: {}", i + 1, json!(reset));
+            reset
+        };
+        (0..count).map(&mut each).collect()
     }
 
     fn flakem_reset(&self) -> Reset {
@@ -245,15 +236,12 @@ impl Bench {
         &self,
         deployer: &str,
         run: impl FnOnce() -> Run,
-        next_step: impl Fn(&str) -> bool,
+        next_step: fn(&str) -> bool,
     ) -> Reset {
         let host = self.host();
-        let boot_before = host.boot_id();
-        let gcs = self.gc_boots().len();
-        let before = accepted(&host);
+        let (boot_before, gcs, before) = (host.boot_id(), self.gc_boots().len(), accepted(&host));
         let watch = Watch::start(host.clone());
-        let run = run();
-        let timed = &run.timed;
+        let (timed, marks) = run();
         let ok = timed.status.success();
         let may_fail = deployer == NAIVE_NAME;
         let outage = watch.finish(ok || may_fail);
@@ -267,16 +255,15 @@ impl Bench {
         };
         let reboot_line = first_line(&|l| l.starts_with("+ ") && l.contains("sudo reboot"));
         let next = first_line(&next_step);
-        let tries = |from, to| self.starts.tries(deployer, from, to);
-        let wait_end = next
-            .or_else(|| timed.lines.last().map(|(at, _)| *at))
-            .unwrap_or(timed.ended);
+        let tries = |from, to| self.tries.between(deployer, from, to);
+        let last_line = timed.lines.last().map(|(at, _)| *at);
+        let wait_end = next.or(last_line).unwrap_or(timed.ended);
         let wait = reboot_line.map_or_else(Vec::new, |from| tries(from, wait_end));
         let peak = wait.iter().map(|t| {
             let window = *t..*t + Duration::from_secs(1);
             wait.iter().filter(|u| window.contains(u)).count()
         });
-        let (first, last) = (timed.lines.first(), timed.lines.last());
+        let boot_id = |l: &&str| l.len() == 36 && l.matches('-').count() == 4;
         Reset {
             ok,
             latency_ms: match (outage, next) {
@@ -285,26 +272,27 @@ impl Bench {
             },
             down_ms: outage.map(|o| millis(o.up - o.down)),
             accepted_total: accepted(&host) - before,
-            accepted_nixos_rebuild: match run.accepted_at_marks[..] {
+            accepted_nixos_rebuild: match marks[..] {
                 [Some(start), Some(end)] => Some(end - start),
                 _ => None,
             },
             tries_down: outage.map_or(0, |o| tries(o.down, o.up).len()),
             peak_tries_per_second: peak.max().unwrap_or(0),
-            try_offsets_ms: reboot_line.map_or_else(Vec::new, |r| {
-                wait.iter().map(|t| millis(t.duration_since(r))).collect()
-            }),
+            try_offsets_ms: reboot_line
+                .map_or_else(Vec::new, |r| wait.iter().map(|t| millis(*t - r)).collect()),
             closed_lines: (timed.lines.iter())
                 .filter(|(_, l)| l.contains("does not accept connections yet"))
                 .count(),
             boot_before,
             gc_boot: self.gc_boots().get(gcs).cloned(),
-            printed_gc_boot: (timed.stdout.lines().map(str::trim))
-                .find(|l| l.len() == 36 && l.matches('-').count() == 4)
+            printed_gc_boot: timed
+                .stdout
+                .lines()
+                .map(str::trim)
+                .find(boot_id)
                 .map(str::to_owned),
-            took_s: first
-                .zip(last)
-                .map_or(0.0, |((a, _), (b, _))| (*b - *a).as_secs_f64()),
+            took_s: (timed.lines.first().zip(last_line))
+                .map_or(0.0, |((a, _), b)| (b - *a).as_secs_f64()),
         }
     }
 }
@@ -314,42 +302,28 @@ fn accepted(host: &Host) -> usize {
     host.sshd_log().matches("Accepted publickey").count()
 }
 
-/// One ssh process started on the client, as the shim reported it.
-struct SshStart {
-    at: Instant,
-    parent: String,
-    /// A try of a wait loop: both flakem's tries and the naive loop's carry
-    /// `ConnectTimeout=5`; the reboot's ssh, flakem's steps through a control master, its
-    /// `ssh -G` and `ssh -O exit`, and nixos-rebuild's ssh calls do not.
-    is_try: bool,
-}
+/// The ssh shim, and the thread that timestamps the tries it reports: ssh starts of a wait
+/// loop, with the parent's name. Both flakem's tries and the naive loop's carry
+/// `ConnectTimeout=5`; the reboot's ssh, flakem's steps through a control master, its `ssh
+/// -G` and `ssh -O exit`, and nixos-rebuild's ssh calls do not.
+struct Tries(Arc<Mutex<Vec<(Instant, String)>>>);
 
-/// The ssh shim and the thread that timestamps what it reports.
-struct SshStarts {
-    bin: PathBuf,
-    seen: Arc<Mutex<Vec<SshStart>>>,
-}
-
-impl SshStarts {
-    fn install(dir: &Path, real_ssh: &Path) -> SshStarts {
-        let bin = dir.join("bin");
-        fs::create_dir_all(&bin).expect("create the shim directory");
+impl Tries {
+    fn install(dir: &Path, real_ssh: &Path) -> Tries {
         let fifo = dir.join("ssh-starts");
-        let c_path = std::ffi::CString::new(fifo.as_os_str().as_bytes()).expect("no NUL");
+        fs::create_dir_all(dir).expect("create the benchmark's directory");
+        let c_path = CString::new(fifo.as_os_str().as_bytes()).expect("no NUL");
         // SAFETY: c_path is a valid NUL-terminated string.
         if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
             let error = std::io::Error::last_os_error();
             panic!("mkfifo {}: {error}", fifo.display());
         }
         // Read and write, so it never sees an end and a writer never blocks for a reader.
-        let pipe = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&fifo)
-            .expect("open the FIFO");
+        let pipe = fs::OpenOptions::new().read(true).write(true).open(&fifo);
+        let pipe = BufReader::new(pipe.expect("open the FIFO"));
         // One short line per start: atomic on a pipe (under PIPE_BUF), builtins only.
         common::write_shim(
-            &bin.join("ssh"),
+            &dir.join("bin/ssh"),
             "reports each ssh start, then runs the real ssh.",
             &format!(
                 "read -r parent < /proc/$PPID/comm || parent=unknown\n\
@@ -361,27 +335,27 @@ impl SshStarts {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&seen);
         thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
+            for line in pipe.lines() {
                 let at = Instant::now();
                 let Ok(line) = line else { break };
                 let (parent, args) = line.split_once(' ').unwrap_or((&line, ""));
-                sink.lock().expect("ssh starts").push(SshStart {
-                    at,
-                    parent: parent.to_owned(),
-                    is_try: args.contains("ConnectTimeout="),
-                });
+                if args.contains("ConnectTimeout=") {
+                    sink.lock()
+                        .expect("ssh tries")
+                        .push((at, parent.to_owned()));
+                }
             }
         });
-        SshStarts { bin, seen }
+        Tries(seen)
     }
 
     /// Instants of the tries by `parent` between `from` and `to`.
-    fn tries(&self, parent: &str, from: Instant, to: Instant) -> Vec<Instant> {
-        let seen = self.seen.lock().expect("ssh starts");
-        seen.iter()
-            .filter(|s| s.parent == parent && s.is_try && (from..=to).contains(&s.at))
-            .map(|s| s.at)
-            .collect()
+    fn between(&self, parent: &str, from: Instant, to: Instant) -> Vec<Instant> {
+        let seen = self.0.lock().expect("ssh tries");
+        let tries = seen
+            .iter()
+            .filter(|(at, p)| p == parent && (from..=to).contains(at));
+        tries.map(|(at, _)| *at).collect()
     }
 }
 
@@ -393,8 +367,8 @@ struct Outage {
 }
 
 /// A thread that notes the host's outage: down when its processes are gone (the supervisor
-/// clears them as it kills the host's init) and its port 22 refuses, up when a plain TCP
-/// connect to that port succeeds again.
+/// clears them just before it kills the host's init) and its port 22 refuses, up when a
+/// plain TCP connect to that port succeeds again.
 struct Watch {
     stop: Arc<AtomicBool>,
     thread: JoinHandle<Option<Outage>>,
@@ -406,28 +380,23 @@ impl Watch {
         let stopped = Arc::clone(&stop);
         let thread = thread::spawn(move || {
             let deadline = Instant::now() + WATCH_DEADLINE;
-            let going = || !stopped.load(Ordering::Relaxed) && Instant::now() < deadline;
-            let address = SocketAddr::from((host.address(), 22));
-            let open = || TcpStream::connect_timeout(&address, Duration::from_millis(100)).is_ok();
             // Polls until `done`; false if the watch ended first.
             let until = |done: &dyn Fn() -> bool, every: Duration| loop {
                 if done() {
                     return true;
                 }
-                if !going() {
+                if stopped.load(Ordering::Relaxed) || Instant::now() >= deadline {
                     return false;
                 }
                 thread::sleep(every);
             };
-            // The supervisor clears the pids just before it kills the host: down is when the
-            // port refuses.
-            if !until(&|| host.pids().is_empty(), Duration::from_millis(1))
-                || !until(&|| !open(), WATCH_EVERY)
-            {
+            let gone = until(&|| host.pids().is_empty(), Duration::from_millis(1));
+            if !gone || !until(&|| !host.is_accepting(), WATCH_EVERY) {
                 return None;
             }
             let down = Instant::now();
-            until(&open, WATCH_EVERY).then(|| Outage {
+            let up = until(&|| host.is_accepting(), WATCH_EVERY);
+            up.then(|| Outage {
                 down,
                 up: Instant::now(),
             })
@@ -436,21 +405,16 @@ impl Watch {
     }
 
     /// Waits for the host to be back (a slow shutdown may outlast the run), then returns the
-    /// outage; `None` if the host did not go down and come back within the deadline. After a
-    /// failed run (`wait` false) it stops watching at once.
+    /// outage, if the host went down and came back within the deadline. After a failed run
+    /// (`wait` false) it stops watching at once.
     fn finish(self, wait: bool) -> Option<Outage> {
-        if !wait {
-            self.stop.store(true, Ordering::Relaxed);
-        }
+        self.stop.store(!wait, Ordering::Relaxed);
         self.thread.join().expect("watcher")
     }
 }
 
-/// One run of a deployer, and the host's accepted connections when each marked line arrived.
-struct Run {
-    timed: Timed,
-    accepted_at_marks: Vec<Option<usize>>,
-}
+/// A run of a deployer, and the host's accepted connections when each marked line arrived.
+type Run = (Timed, Vec<Option<usize>>);
 
 /// `command` run to its end; the host's accepted connections are counted as soon as the
 /// first stderr line containing each of `marks` arrives.
@@ -466,14 +430,11 @@ fn run_marked(command: Command, marks: &[&'static str], host: Host) -> Run {
             }
         }
     });
-    let accepted_at_marks = counts.lock().expect("mark counts").clone();
-    Run {
-        timed,
-        accepted_at_marks,
-    }
+    let counts = counts.lock().expect("mark counts").clone();
+    (timed, counts)
 }
 
-/// The figures of one reset (as they go into the JSON, too).
+/// The figures of one reset.
 #[derive(Serialize)]
 struct Reset {
     ok: bool,
@@ -483,12 +444,11 @@ struct Reset {
     down_ms: Option<f64>,
     accepted_total: usize,
     accepted_nixos_rebuild: Option<usize>,
-    /// Connecting ssh starts while the host was down.
+    /// Tries while the host was down.
     tries_down: usize,
-    /// The most connecting ssh starts within any one second of the wait (reboot line to next
-    /// step).
+    /// The most tries within any one second of the wait (reboot line to next step).
     peak_tries_per_second: usize,
-    /// When each try of the wait (reboot line to next step) started, after the reboot line.
+    /// When each try of the wait started, after the reboot line.
     try_offsets_ms: Vec<f64>,
     /// flakem's "does not accept connections yet" lines.
     closed_lines: usize,
@@ -523,32 +483,10 @@ impl Reset {
         let nr = opt(self.accepted_nixos_rebuild);
         format!("{nr} / {}", opt(self.own_connections()))
     }
-
-    fn summary(&self) -> String {
-        format!(
-            "{} latency {}, down {}, connections {} (nixos-rebuild / own {}), tries while down \
-             {} ({:.1}/s), peak {}/s, gc on the old boot: {:?}, took {:.1}s",
-            if self.ok { "ok" } else { "FAILED" },
-            ms(self.latency_ms),
-            ms(self.down_ms),
-            self.accepted_total,
-            self.connections(),
-            self.tries_down,
-            self.tries_per_second_down(),
-            self.peak_tries_per_second,
-            self.gc_on_old_boot(),
-            self.took_s
-        )
-    }
 }
 
 fn ms(value: Option<f64>) -> String {
     value.map_or("?".into(), |v| format!("{v:.0} ms"))
-}
-
-/// The statistics of a per-reset figure.
-fn stats(resets: &[Reset], figure: impl Fn(&Reset) -> Option<f64>) -> Stats {
-    Stats::of(&resets.iter().filter_map(figure).collect::<Vec<_>>())
 }
 
 /// The max of a count, with the median and min when they differ.
@@ -560,147 +498,140 @@ fn count(s: &Stats) -> String {
     }
 }
 
+/// A figure of the results table, taken from each side's resets.
+enum Figure {
+    /// A statistic of the latency; flakem's target: below so many ms.
+    Latency(fn(&Stats) -> f64, Option<f64>),
+    /// A count per reset, as `count` shows it; flakem's target: its max at most so many.
+    Count(fn(&Reset) -> Option<usize>, Option<usize>),
+    /// The median, in a unit, with so many decimals.
+    Median(fn(&Reset) -> Option<f64>, &'static str, usize),
+    /// flakem's cell and the naive loop's; flakem's target and whether it met it.
+    Cells([String; 2], Option<(String, bool)>),
+}
+
 struct Report {
-    reboots: usize,
-    bare: usize,
     flakem: Vec<Reset>,
     naive: Vec<Reset>,
-    slow_flakem: Reset,
-    slow_naive: Reset,
-    took: Duration,
+    /// The slow shutdown: flakem's, the naive loop's.
+    slow: [Reset; 2],
 }
 
 impl Report {
     /// Results: per reset, flakem's and the naive loop's, with flakem's targets.
-    fn results(&self) -> Table {
-        let (f, n) = (&self.flakem[..], &self.naive[..]);
-        // A row: the figure, flakem's and the naive loop's, flakem's target and if it met it.
-        let row = |figure: &str, flakem: String, naive: String, target: Option<(String, bool)>| {
-            let (target, met) = target.map_or_else(Default::default, |(t, met)| (t, yes_no(met)));
+    fn results(&self, bare: usize) -> Table {
+        use Figure::*;
+        let sides = [&self.flakem, &self.naive];
+        let row = |(figure, how): (&str, Figure)| {
+            let ([flakem, naive], target) = match how {
+                Latency(pick, limit) => {
+                    let [f, n] = sides.map(|rs| pick(&Stats::over(rs, |r| r.latency_ms)));
+                    let target = limit.map(|limit| (format!("< {limit:.0} ms"), f < limit));
+                    ([f, n].map(|v| format!("{v:.0} ms")), target)
+                }
+                Count(of, limit) => {
+                    let [f, n] = sides.map(|rs| Stats::over(rs, |r| of(r).map(|n| n as f64)));
+                    let target = limit.map(|t| (format!("≤ {t}"), f.max <= t as f64));
+                    ([count(&f), count(&n)], target)
+                }
+                Median(of, unit, decimals) => {
+                    let median = |rs| format!("{:.*} {unit}", decimals, Stats::over(rs, of).median);
+                    (sides.map(median), None)
+                }
+                Cells(cells, target) => (cells, target),
+            };
+            let (target, met) = target.map_or_else(Default::default, |(t, ok)| (t, yes_no(ok)));
             [figure.to_owned(), flakem, naive, target, met]
         };
-        let latency = |figure: &str, pick: fn(&Stats) -> f64, target: Option<f64>| {
-            let of = |rs| stats(rs, |r| r.latency_ms);
-            let (flakem, naive) = (pick(&of(f)), pick(&of(n)));
-            let target = target.map(|limit| (format!("< {limit:.0} ms"), flakem < limit));
-            row(
-                figure,
-                format!("{flakem:.0} ms"),
-                format!("{naive:.0} ms"),
-                target,
-            )
-        };
-        // A count per reset, and flakem's target for its max.
-        let count_row = |figure: &str, of: fn(&Reset) -> Option<usize>, target: Option<usize>| {
-            let of = |rs| stats(rs, |r| of(r).map(|n| n as f64));
-            let flakem = of(f);
-            let target = target.map(|t| (format!("≤ {t}"), flakem.max <= t as f64));
-            row(figure, count(&flakem), count(&of(n)), target)
-        };
-        let median = |figure: &str, of: fn(&Reset) -> Option<f64>, unit: &str, decimals| {
-            let show = |rs| format!("{:.*} {unit}", decimals, stats(rs, of).median);
-            row(figure, show(f), show(n), None)
-        };
-        let rate = |rs| stats(rs, |r| Some(r.tries_per_second_down()));
-        let (frate, nrate) = (rate(f), rate(n));
-        let gc_on_old = |rs: &[Reset]| {
+        let [frate, nrate] = sides.map(|rs| Stats::over(rs, |r| Some(r.tries_per_second_down())));
+        let rate = [
+            format!("{:.1}", frate.max),
+            format!("{:.1} (median {:.1})", nrate.max, nrate.median),
+        ];
+        let max_rate = TARGET_TRIES_PER_SECOND;
+        let gc_on_old = sides.map(|rs| {
             let old = rs.iter().filter(|r| r.gc_on_old_boot() == Some(true));
             format!("{} of {}", old.count(), rs.len())
-        };
+        });
+        let no_gc_on_old = self
+            .flakem
+            .iter()
+            .all(|r| r.gc_on_old_boot() == Some(false));
         let rows = [
-            latency(
+            (
                 "(a) sshd accepting again → next step, median",
-                |s| s.median,
-                Some(TARGET_MEDIAN_MS),
+                Latency(|s| s.median, Some(TARGET_MEDIAN_MS)),
             ),
-            latency("(a) same, max", |s| s.max, Some(TARGET_MAX_MS)),
-            latency("(a) same, min", |s| s.min, None),
-            count_row(
+            ("(a) same, max", Latency(|s| s.max, Some(TARGET_MAX_MS))),
+            ("(a) same, min", Latency(|s| s.min, None)),
+            (
                 "(b) connections accepted by the host per reset",
-                |r| Some(r.accepted_total),
-                None,
+                Count(|r| Some(r.accepted_total), None),
             ),
-            count_row(
+            (
                 "(b) of which nixos-rebuild's",
-                |r| r.accepted_nixos_rebuild,
-                None,
+                Count(|r| r.accepted_nixos_rebuild, None),
             ),
-            count_row(
+            (
                 "(b) of which the deployer's own",
-                Reset::own_connections,
-                Some(TARGET_OWN_CONNECTIONS),
+                Count(Reset::own_connections, Some(TARGET_OWN_CONNECTIONS)),
             ),
-            row(
+            (
                 "(b) a bare `nixos-rebuild boot`, same arguments (cross-check)",
-                self.bare.to_string(),
-                self.bare.to_string(),
-                None,
+                Cells([bare.to_string(), bare.to_string()], None),
             ),
-            count_row(
+            (
                 "(c) ssh tries while the host was down",
-                |r| Some(r.tries_down),
-                None,
+                Count(|r| Some(r.tries_down), None),
             ),
-            row(
+            (
                 "(c) ssh tries per second while down (tries ÷ time down)",
-                format!("{:.1}", frate.max),
-                format!("{:.1} (median {:.1})", nrate.max, nrate.median),
-                Some((
-                    format!("≤ {TARGET_TRIES_PER_SECOND}"),
-                    frate.max <= TARGET_TRIES_PER_SECOND as f64,
-                )),
+                Cells(
+                    rate,
+                    Some((format!("≤ {max_rate}"), frate.max <= max_rate as f64)),
+                ),
             ),
-            count_row(
+            (
                 "(c) most ssh tries in any 1 s of the wait",
-                |r| Some(r.peak_tries_per_second),
-                Some(TARGET_TRIES_PER_SECOND),
+                Count(|r| Some(r.peak_tries_per_second), Some(max_rate)),
             ),
-            count_row(
+            (
                 "(c) ssh tries in the whole wait (reboot → next step)",
-                |r| Some(r.try_offsets_ms.len()),
-                None,
+                Count(|r| Some(r.try_offsets_ms.len()), None),
             ),
-            median(
+            (
                 "host down (processes gone → port accepting), median",
-                |r| r.down_ms,
-                "ms",
-                0,
+                Median(|r| r.down_ms, "ms", 0),
             ),
-            median(
+            (
                 "whole reset (first to last line of stderr), median",
-                |r| Some(r.took_s),
-                "s",
-                1,
+                Median(|r| Some(r.took_s), "s", 1),
             ),
-            row(
+            (
                 "garbage collected on the old boot (runs)",
-                gc_on_old(f),
-                gc_on_old(n),
-                Some((
-                    "0".to_owned(),
-                    f.iter().all(|r| r.gc_on_old_boot() == Some(false)),
-                )),
+                Cells(gc_on_old, Some(("0".to_owned(), no_gc_on_old))),
             ),
-            count_row(
+            (
                 "\"does not accept connections yet\" lines printed per reset",
-                |r| Some(r.closed_lines),
-                None,
+                Count(|r| Some(r.closed_lines), None),
             ),
         ];
         let header = ["figure", "flakem", "naive loop", "target (flakem)", "met"];
-        Table::new(header, rows)
+        Table::new(header, rows.map(row))
     }
 
     /// The slow shutdown, one run each side.
     fn slow(&self) -> Table {
-        let (sf, sn) = (&self.slow_flakem, &self.slow_naive);
-        let row = |figure: &str, of: &dyn Fn(&Reset) -> String| [figure.to_owned(), of(sf), of(sn)];
+        let [flakem, naive] = &self.slow;
+        let row =
+            |figure: &str, of: &dyn Fn(&Reset) -> String| [figure.into(), of(flakem), of(naive)];
         let boot = |id: Option<&str>, none: &str| format!("`{}`", id.unwrap_or(none));
         // The shortest time between a try and the `k`th after it.
         let shortest = |r: &Reset, k: usize| {
             let spans = r.try_offsets_ms.windows(k + 1).map(|w| w[k] - w[0]);
-            let shortest = spans.reduce(f64::min);
-            shortest.map_or("none".into(), |d| format!("{d:.0} ms"))
+            spans
+                .reduce(f64::min)
+                .map_or("none".into(), |d| format!("{d:.0} ms"))
         };
         let rows = [
             row("boot id before the reboot", &|r| {
@@ -712,7 +643,7 @@ impl Report {
             [
                 "boot id printed in the collection's own ssh session".to_owned(),
                 String::new(),
-                boot(sn.printed_gc_boot.as_deref(), "none (the session died)"),
+                boot(naive.printed_gc_boot.as_deref(), "none (the session died)"),
             ],
             row("**collected garbage on the old boot**", &|r| {
                 let word = match r.gc_on_old_boot() {
@@ -725,9 +656,10 @@ impl Report {
             row("exit status", &|r| {
                 if r.ok { "0" } else { "non-zero" }.to_owned()
             }),
-            row("connections accepted (nixos-rebuild's / own)", &|r| {
-                r.connections()
-            }),
+            row(
+                "connections accepted (nixos-rebuild's / own)",
+                &Reset::connections,
+            ),
             row("ssh tries in the wait, most in any 1 s", &|r| {
                 format!("{}, {}", r.try_offsets_ms.len(), r.peak_tries_per_second)
             }),
@@ -749,8 +681,8 @@ impl Report {
             ),
             [
                 "sshd accepting on the new boot → next step".to_owned(),
-                ms(sf.latency_ms),
-                sn.latency_ms.map_or_else(
+                ms(flakem.latency_ms),
+                naive.latency_ms.map_or_else(
                     || "none: it had gone on before the host went down".to_owned(),
                     |d| ms(Some(d)),
                 ),
@@ -763,14 +695,17 @@ impl Report {
     fn per_reset(&self) -> Table {
         let rows = self.flakem.iter().zip(&self.naive).enumerate();
         let rows = rows.map(|(i, (a, b))| {
+            let naive_tries = format!("{} ({:.0})", b.tries_down, b.tries_per_second_down());
+            let [la, lb] = [a.latency_ms, b.latency_ms].map(ms);
+            let (ca, cb) = (a.connections(), b.connections());
             [
                 (i + 1).to_string(),
-                ms(a.latency_ms),
-                a.connections(),
+                la,
+                ca,
                 a.tries_down.to_string(),
-                ms(b.latency_ms),
-                b.connections(),
-                format!("{} ({:.0})", b.tries_down, b.tries_per_second_down()),
+                lb,
+                cb,
+                naive_tries,
             ]
         });
         let header = [
@@ -783,51 +718,5 @@ impl Report {
             "naive tries down (per s)",
         ];
         Table::new(header, rows)
-    }
-
-    fn publish(&self) {
-        let machine = Machine::now(&["ssh -V 2>&1", "nix --version"]);
-        let failed = self.flakem.iter().chain(&self.naive);
-        let failed = failed.filter(|r| !r.ok).count();
-        let run = [
-            format!(
-                "whole benchmark: {:.0} s; failed runs: {failed}",
-                self.took.as_secs_f64()
-            ),
-            format!("reboots per side: {}", self.reboots),
-        ];
-        let (results, slow, per_reset) = (self.results(), self.slow(), self.per_reset());
-        let data = json!({
-            "benchmark": "reset",
-            "machine": machine,
-            "took_s": self.took.as_secs_f64(),
-            "parameters": {
-                "host": HOST,
-                "reboots_per_side": self.reboots,
-                "down_ms": millis(DOWN),
-                "slow_shutdown": {"accept_for_ms": millis(SLOW_ACCEPT_FOR), "down_ms": millis(SLOW_DOWN)},
-                "deploy": NIXOS_REBUILD.join(" "),
-                "naive_script": NAIVE,
-            },
-            "tables": {"results": results, "slow_shutdown": slow, "per_reset": per_reset},
-            "bare_nixos_rebuild_connections": self.bare,
-            "resets": {
-                "flakem": self.flakem,
-                "naive": self.naive,
-                "slow_shutdown_flakem": self.slow_flakem,
-                "slow_shutdown_naive": self.slow_naive,
-            },
-        });
-        common::publish(
-            "reset",
-            &data,
-            &[
-                ("reset-machine", machine.markdown(&run)),
-                ("reset-script", format!("```bash\n{NAIVE}```")),
-                ("reset-results", results.markdown()),
-                ("reset-slow", slow.markdown()),
-                ("reset-per-reset", per_reset.markdown()),
-            ],
-        );
     }
 }

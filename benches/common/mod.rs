@@ -1,11 +1,9 @@
 //! What the two benchmarks (benches/reset.rs, benches/fleet.rs) share: running a deployer
-//! with its stderr lines timestamped as they arrive, the shims they put first on PATH, the
-//! statistics, the machine a benchmark ran on, and publishing the figures. The figures are
-//! data: a benchmark writes them to `benches/results/<name>.json` and replaces the generated
-//! parts of BENCHMARKS.md (tables and lists between `<!-- generated: … -->` markers); the
-//! prose around them is written by hand, so none of it lives here.
+//! with its stderr lines timestamped as they arrive, the shims, the statistics, and
+//! publishing the figures as data: `benches/results/<name>.json` and the generated regions of
+//! BENCHMARKS.md, whose prose is written by hand, so none of it lives here.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
@@ -16,6 +14,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::testbed::TestBed;
 
 /// Whether this is `cargo bench`, which passes `--bench`: `cargo test --all-targets` runs
 /// the benchmarks' binaries too, and these take minutes and root.
@@ -30,14 +31,10 @@ pub fn benchmarking(name: &str) -> bool {
 /// The number in the environment variable `name`, or `default` when it is unset, not a
 /// number or 0.
 pub fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(default)
+    let value = std::env::var(name).ok().and_then(|n| n.parse().ok());
+    value.filter(|n| *n > 0).unwrap_or(default)
 }
 
-/// A process run to its end by `run_timed`.
 pub struct Timed {
     pub status: ExitStatus,
     /// When its exit was seen (it is polled every millisecond).
@@ -50,11 +47,8 @@ pub struct Timed {
 impl Timed {
     /// Its stderr and stdout, for the message of a failed run.
     pub fn text(&self) -> String {
-        let mut text = String::new();
-        for (_, line) in &self.lines {
-            let _ = writeln!(text, "{line}");
-        }
-        text + "stdout:\n" + &self.stdout
+        let lines = self.lines.iter().map(|(_, line)| format!("{line}\n"));
+        lines.collect::<String>() + "stdout:\n" + &self.stdout
     }
 }
 
@@ -67,17 +61,15 @@ pub fn run_timed(
     mut on_line: impl FnMut(&str) + Send + 'static,
 ) -> Timed {
     let started = Instant::now();
-    let mut child = command
+    let mut child = (command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
-    let stderr = child.stderr.take().expect("stderr");
+        .spawn())
+    .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
     let mut stdout = child.stdout.take().expect("stdout");
     let reader = thread::spawn(move || {
-        let mut lines = Vec::new();
-        let mut stderr = BufReader::new(stderr);
-        let mut buffer = Vec::new();
+        let (mut lines, mut buffer) = (Vec::new(), Vec::new());
         while let Ok(1..) = stderr.read_until(b'\n', &mut buffer) {
             let at = Instant::now();
             let line = String::from_utf8_lossy(&buffer).trim_end().to_owned();
@@ -111,13 +103,26 @@ pub fn run_timed(
     }
 }
 
+/// `program` in the bed's flake directory with the bed's environment, `path` as PATH, the
+/// runs' own TMPDIR and no stdin.
+pub fn command(bed: &TestBed, program: impl AsRef<OsStr>, path: &OsStr) -> Command {
+    let tmp = bed.dir().join("t");
+    fs::create_dir_all(&tmp).expect("create the runs' TMPDIR");
+    let mut command = bed.command(program);
+    command
+        .env("PATH", path)
+        .env("TMPDIR", tmp)
+        .stdin(Stdio::null());
+    command
+}
+
 /// What `command` (a `/bin/sh` command line) prints, trimmed; empty if it fails to start.
 pub fn shell(command: &str) -> String {
-    Command::new("/bin/sh")
-        .args(["-c", command])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
+    let output = Command::new("/bin/sh").args(["-c", command]).output();
+    output.map_or_else(
+        |_| String::new(),
+        |o| String::from_utf8_lossy(&o.stdout).trim().into(),
+    )
 }
 
 pub fn nproc() -> usize {
@@ -125,9 +130,7 @@ pub fn nproc() -> usize {
 }
 
 pub fn write_executable(path: &Path, text: &str) {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).expect("create a shim directory");
-    }
+    fs::create_dir_all(path.parent().expect("a directory")).expect("create a shim directory");
     fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod a shim");
 }
@@ -135,19 +138,15 @@ pub fn write_executable(path: &Path, text: &str) {
 /// Writes a shim at `path`: a `/bin/sh` script that runs `body` (shell lines that record
 /// something about this start, as `purpose` says), then execs `real` with its arguments.
 pub fn write_shim(path: &Path, purpose: &str, body: &str, real: &Path) {
-    write_executable(
-        path,
-        &format!(
-            "#!/bin/sh\n# flakem benchmark shim: {purpose}\n{body}exec {} \"$@\"\n",
-            real.display()
-        ),
-    );
+    let real = real.display();
+    let text = format!("#!/bin/sh\n# flakem benchmark shim: {purpose}\n{body}exec {real} \"$@\"\n");
+    write_executable(path, &text);
 }
 
 /// The first file named `name` in `dirs`.
 pub fn first_in(name: &str, dirs: impl IntoIterator<Item = impl AsRef<Path>>) -> PathBuf {
-    dirs.into_iter()
-        .map(|d| d.as_ref().join(name))
+    let mut paths = dirs.into_iter().map(|d| d.as_ref().join(name));
+    paths
         .find(|p| p.is_file())
         .unwrap_or_else(|| panic!("no {name} found"))
 }
@@ -164,11 +163,9 @@ pub fn on_path(name: &str) -> PathBuf {
 /// PATH for the runs: `first` (shim directories), then the stand-in nixos-rebuild of
 /// tests/fixtures/bin-ng, then this process's PATH.
 pub fn search_path(first: &[&Path]) -> OsString {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut dirs: Vec<PathBuf> = first.iter().map(|d| d.to_path_buf()).collect();
-    dirs.push(fixtures.join("bin-ng"));
-    dirs.extend(own_path());
-    std::env::join_paths(dirs).expect("PATH")
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bin-ng");
+    let dirs = first.iter().map(|d| d.to_path_buf()).chain([fixtures]);
+    std::env::join_paths(dirs.chain(own_path())).expect("PATH")
 }
 
 /// Median, min and max of a figure over runs, without NaNs (NaN for none); with an even
@@ -180,8 +177,13 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn of(values: &[f64]) -> Stats {
-        let mut v: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+    /// The statistics of `figure` over `items` (records of runs); `None`s are left out.
+    pub fn over<T, V: Into<Option<f64>>>(
+        items: impl IntoIterator<Item = T>,
+        figure: impl Fn(T) -> V,
+    ) -> Stats {
+        let v = items.into_iter().filter_map(|i| figure(i).into());
+        let mut v: Vec<f64> = v.filter(|v| !v.is_nan()).collect();
         v.sort_by(f64::total_cmp);
         let n = v.len();
         Stats {
@@ -206,22 +208,20 @@ pub fn yes_no(ok: bool) -> String {
 
 /// The machine a benchmark ran on, and the flakem it measured.
 #[derive(Serialize)]
-pub struct Machine {
+struct Machine {
     date: String,
     nproc: usize,
     cpu: String,
     kernel: String,
-    /// What the benchmark's `versions` commands printed (ssh, nix, ...).
     versions: Vec<String>,
     commit: String,
-    /// Others' uncommitted work under src/ or in Cargo.toml went into the build.
     uncommitted_changes: bool,
 }
 
 impl Machine {
-    /// This machine now; `versions` are shell commands that print a tool's version.
-    pub fn now(versions: &[&str]) -> Machine {
+    fn now(versions: &[&str]) -> Machine {
         let git = concat!("git -C ", env!("CARGO_MANIFEST_DIR"));
+        let changes = format!("{git} status --porcelain -- src Cargo.toml Cargo.lock");
         Machine {
             date: shell("date -u '+%Y-%m-%d %H:%M UTC'"),
             nproc: nproc(),
@@ -229,17 +229,19 @@ impl Machine {
             kernel: shell("uname -sr"),
             versions: versions.iter().map(|v| shell(v)).collect(),
             commit: shell(&format!("{git} rev-parse --short HEAD || echo unknown")),
-            uncommitted_changes: !shell(&format!(
-                "{git} status --porcelain -- src Cargo.toml Cargo.lock"
-            ))
-            .is_empty(),
+            uncommitted_changes: !shell(&changes).is_empty(),
         }
     }
 
-    /// The list items that start a benchmark's "Machine and run"; `more` are its own.
-    pub fn markdown(&self, more: &[String]) -> String {
+    /// The list of "Machine and run": the machine's items, then the benchmark's `facts`.
+    fn markdown(&self, facts: &[String]) -> String {
+        let changes = if self.uncommitted_changes {
+            ", with uncommitted changes under src/ or to Cargo.toml (others' work in progress)"
+        } else {
+            ""
+        };
         let mut w = format!(
-            "- date: {}\n- nproc: {}; CPU: {}\n- kernel {}; {}\n- flakem at commit {}{} \
+            "- date: {}\n- nproc: {}; CPU: {}\n- kernel {}; {}\n- flakem at commit {}{changes} \
              (built by `cargo bench`, release profile)\n",
             self.date,
             self.nproc,
@@ -247,14 +249,9 @@ impl Machine {
             self.kernel,
             self.versions.join("; "),
             self.commit,
-            if self.uncommitted_changes {
-                ", with uncommitted changes under src/ or to Cargo.toml (others' work in progress)"
-            } else {
-                ""
-            }
         );
-        for item in more {
-            let _ = writeln!(w, "- {item}");
+        for fact in facts {
+            let _ = writeln!(w, "- {fact}");
         }
         w
     }
@@ -279,50 +276,79 @@ impl Table {
         }
     }
 
-    pub fn markdown(&self) -> String {
+    fn markdown(&self) -> String {
         let row = |cells: &[String]| {
-            cells
-                .iter()
-                .fold("|".to_owned(), |row, cell| match cell.as_str() {
-                    "" => row + " |",
-                    cell => row + " " + cell + " |",
-                })
-                + "\n"
+            let cells = cells.iter().map(|c| {
+                if c.is_empty() {
+                    " |".into()
+                } else {
+                    format!(" {c} |")
+                }
+            });
+            "|".to_owned() + &cells.collect::<String>() + "\n"
         };
-        let mut w = row(&self.header) + "|" + &"---|".repeat(self.header.len()) + "\n";
-        for cells in &self.rows {
-            w += &row(cells);
-        }
-        w
+        let rule = "|".to_owned() + &"---|".repeat(self.header.len()) + "\n";
+        row(&self.header) + &rule + &self.rows.iter().map(|r| row(r)).collect::<String>()
     }
 }
 
-/// Writes `data` to `benches/results/<bench>.json` and each region's text between its
-/// markers in BENCHMARKS.md (`<!-- generated: NAME -->` … `<!-- end: NAME -->`), leaving
-/// everything else in the file, the other benchmark's regions too, as it is. Panics if a
-/// marker is missing, after the JSON is written.
-pub fn publish(bench: &str, data: &impl Serialize, regions: &[(&str, String)]) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let json = root.join(format!("benches/results/{bench}.json"));
-    fs::create_dir_all(json.parent().expect("a directory")).expect("create benches/results");
-    let text = serde_json::to_string_pretty(data).expect("figures as JSON") + "\n";
-    fs::write(&json, text).unwrap_or_else(|e| panic!("write {}: {e}", json.display()));
-    let path = root.join("BENCHMARKS.md");
-    let mut md = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read BENCHMARKS.md: {e}"));
-    for (name, region) in regions {
-        let (begin, end) = (
-            format!("<!-- generated: {name} -->\n"),
-            format!("<!-- end: {name} -->"),
-        );
-        let start = md.find(&begin).map(|i| i + begin.len());
-        let stop = start.and_then(|s| md[s..].find(&end).map(|i| s + i));
-        let (Some(start), Some(stop)) = (start, stop) else {
-            panic!(
-                "BENCHMARKS.md has no `{begin}` … `{end}`: {bench}'s figures are only in {json:?}"
-            );
-        };
-        md.replace_range(start..stop, &format!("\n{}\n\n", region.trim()));
+/// What a benchmark publishes.
+pub struct Figures {
+    /// The benchmark's name: its JSON is `benches/results/<bench>.json`, its regions of
+    /// BENCHMARKS.md are `<bench>-machine` and `<bench>-<table>`.
+    pub bench: &'static str,
+    pub versions: &'static [&'static str],
+    /// Its own items of "Machine and run".
+    pub facts: Vec<String>,
+    pub parameters: Value,
+    /// Its tables, each in the region of its name.
+    pub tables: Vec<(&'static str, Table)>,
+    /// Regions of other text, not in the JSON.
+    pub texts: Vec<(&'static str, String)>,
+    /// More figures, for the JSON only.
+    pub more: Value,
+}
+
+impl Figures {
+    /// Writes the JSON, then each region's text between its markers in BENCHMARKS.md
+    /// (`<!-- generated: NAME -->` … `<!-- end: NAME -->`), leaving everything else in the
+    /// file, the other benchmark's regions too, as it is. Panics if a marker is missing.
+    pub fn publish(self) {
+        let bench = self.bench;
+        let machine = Machine::now(self.versions);
+        let mut regions = self.texts;
+        regions.push(("machine", machine.markdown(&self.facts)));
+        regions.extend(self.tables.iter().map(|(name, t)| (*name, t.markdown())));
+        let data = json!({
+            "benchmark": bench,
+            "machine": machine,
+            "facts": self.facts,
+            "parameters": self.parameters,
+            "tables": (self.tables.iter())
+                .map(|(name, table)| (name.to_string(), json!(table)))
+                .collect::<serde_json::Map<_, _>>(),
+            "more": self.more,
+        });
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let json = root.join(format!("benches/results/{bench}.json"));
+        fs::create_dir_all(json.parent().expect("a directory")).expect("create benches/results");
+        let text = serde_json::to_string_pretty(&data).expect("figures as JSON") + "\n";
+        fs::write(&json, text).unwrap_or_else(|e| panic!("write {}: {e}", json.display()));
+        let path = root.join("BENCHMARKS.md");
+        let mut md = fs::read_to_string(&path).expect("read BENCHMARKS.md");
+        for (name, region) in regions {
+            let begin = format!("<!-- generated: {bench}-{name} -->\n");
+            let end = format!("<!-- end: {bench}-{name} -->");
+            let start = md.find(&begin).map(|i| i + begin.len());
+            let stop = start.and_then(|s| md[s..].find(&end).map(|i| s + i));
+            let (Some(start), Some(stop)) = (start, stop) else {
+                panic!(
+                    "BENCHMARKS.md has no `{begin}` … `{end}`: the figures are only in {json:?}"
+                );
+            };
+            md.replace_range(start..stop, &format!("\n{}\n\n", region.trim()));
+        }
+        fs::write(&path, md).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        eprintln!("wrote {} and {}", json.display(), path.display());
     }
-    fs::write(&path, md).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-    eprintln!("wrote {} and {}", json.display(), path.display());
 }
