@@ -161,6 +161,13 @@ impl Command {
             && !self.home()
     }
 
+    /// Commands whose activation on a remote host is guarded: the host reverts by itself
+    /// unless a new connection confirms it (the resets confirm after their reboot, which
+    /// is yet to come).
+    pub fn guards(self) -> bool {
+        self.takes_action()
+    }
+
     /// Commands that wait for a host, and so take `--timeout`.
     pub fn waits(self) -> bool {
         self.resets() || self == Command::SshWait

@@ -29,6 +29,13 @@ pub enum Error {
     /// another system.
     #[error("{0}")]
     CameBackWrong(String),
+    /// The host put back the system it ran before: the new one was not confirmed.
+    #[error("{host} was rolled back to {running}: {why}")]
+    RolledBack {
+        host: String,
+        why: String,
+        running: String,
+    },
     /// A check before the build failed.
     #[error("{0}")]
     Check(String),
@@ -55,6 +62,7 @@ impl Error {
             Error::Timeout(_) => 3,
             Error::CameBackWrong(_) => 4,
             Error::Check(_) => 5,
+            Error::RolledBack { .. } => 6,
             Error::HostsFailed(_) => 1,
             Error::Declined => 1,
             Error::Interrupted => 130,

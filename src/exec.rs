@@ -10,6 +10,7 @@ use crate::cmd::{Cmd, Value};
 use crate::console::{Console, Stream};
 use crate::duration::Timeout;
 use crate::error::Error;
+use crate::guard::Guard;
 use crate::names::Host;
 use crate::plan::{Plan, Step};
 use crate::process;
@@ -26,6 +27,8 @@ struct Learnt {
     drv: Option<String>,
     /// Each checked host's /etc/machine-id, as its check printed it.
     machine_ids: Vec<(Host, String)>,
+    /// Whether a guard was armed on the host: it must be confirmed or seen to roll back.
+    armed: bool,
 }
 
 /// Runs one host's plan, printing through its console.
@@ -147,14 +150,7 @@ impl<'a> Executor<'a> {
                 reboots,
                 cmd,
                 ssh,
-            } => {
-                let out = process::reported(console, cmd)?;
-                let id = verdict::host_check(host, *sudo, *reboots, &out, ssh, self.here)?;
-                self.learnt
-                    .machine_ids
-                    .extend(id.map(|id| (host.clone(), id)));
-                Ok(())
-            }
+            } => self.check_host(host, *sudo, *reboots, cmd, ssh),
             Step::ReadBootState { host, cmd } => {
                 let state = verdict::boot_state(host, &self.read(cmd)?, self.here)?;
                 self.learnt.boot_id = Some(state.boot_id);
@@ -180,14 +176,14 @@ impl<'a> Executor<'a> {
                 timeout,
                 ssh,
             } => {
-                let old = self.learnt.boot_id.clone().unwrap_or_default();
                 let w = self.wait_for(host, resolve, *timeout, ssh);
-                self.learnt.new_boot_id = Some(wait::new_boot(&w, attempt, close, &old)?);
+                let old = self.learnt.boot_id.as_deref().unwrap_or_default();
+                let new = wait::new_boot(&w, attempt, close, old)?;
+                self.learnt.new_boot_id = Some(new);
                 Ok(())
             }
             Step::VerifyBooted(cmd) => {
-                let want = self.learnt.system.as_deref().unwrap_or_default();
-                verdict::booted(&self.read(cmd)?, want)
+                verdict::booted(&self.read(cmd)?, self.system().unwrap_or(""))
             }
             Step::WaitForSsh {
                 host,
@@ -200,7 +196,102 @@ impl<'a> Executor<'a> {
                 self.report(host);
                 Ok(())
             }
+            Step::ArmGuard { host, cmd, .. } => self.arm(host, cmd),
         }
+    }
+
+    fn check_host(
+        &mut self,
+        host: &Host,
+        sudo: bool,
+        reboots: bool,
+        cmd: &Cmd,
+        ssh: &Ssh,
+    ) -> Result<(), Error> {
+        let out = process::reported(self.console, cmd)?;
+        let id = verdict::host_check(host, sudo, reboots, &out, ssh, self.here)?;
+        let learnt = id.map(|id| (host.clone(), id));
+        self.learnt.machine_ids.extend(learnt);
+        Ok(())
+    }
+
+    fn arm(&mut self, host: &Host, cmd: &Cmd) -> Result<(), Error> {
+        let out = process::reported(self.console, cmd)?;
+        process::not_interrupted()?;
+        verdict::armed(host, &out)?;
+        self.learnt.armed = true;
+        Ok(())
+    }
+
+    /// After the steps of a plan that armed a guard: confirm the activation over new
+    /// connections, or have the host put back the system it ran and prove it did.
+    pub fn settle(&mut self, plan: &Plan, result: Result<(), Failure>) -> Result<(), Failure> {
+        let (Some(guard), true) = (&plan.guard, self.learnt.armed) else {
+            return result;
+        };
+        let (step, settled) = match result {
+            Ok(()) => ("confirm".to_owned(), self.confirm(guard)),
+            Err(f) if matches!(f.error, Error::Interrupted) => {
+                self.console.say(&format!(
+                    "{}'s guard puts back the system it ran {}s after the activation ends",
+                    guard.host,
+                    guard.timeout.as_secs()
+                ));
+                return Err(f);
+            }
+            Err(f) => {
+                let why = f.error.to_string();
+                (f.step, self.put_back(guard, &why, Some(f.error)))
+            }
+        };
+        settled.map_err(|error| Failure { step, error })
+    }
+
+    /// Each health check, then the confirmation, each over a new connection; the guard
+    /// is removed once confirmed.
+    fn confirm(&mut self, guard: &Guard) -> Result<(), Error> {
+        for check in &guard.health_checks {
+            let out = process::reported(self.console, check)?;
+            process::not_interrupted()?;
+            if !out.status.success() {
+                let why = format!("--health-check {}", verdict::not_confirmed(&out));
+                return self.put_back(guard, &why, None);
+            }
+        }
+        let out = process::reported(self.console, &guard.confirm)?;
+        match verdict::confirmation(&out) {
+            Ok(true) => verdict::removed(&guard.host, &out),
+            Ok(false) => self.put_back(guard, "its deadline came before the confirmation", None),
+            Err(why) => self.put_back(guard, &format!("not confirmed: {why}"), None),
+        }
+    }
+
+    /// Has the host put back the recorded system (at once where it can be told; else at
+    /// its deadline, by itself), waits until it says it did, and removes the guard.
+    fn put_back(&mut self, guard: &Guard, why: &str, failure: Option<Error>) -> Result<(), Error> {
+        process::reported(self.console, &guard.roll_back)?;
+        let slack = guard.timeout + wait::GUARD_SLACK;
+        let w = self.wait_for(
+            &guard.host,
+            &guard.resolve,
+            Timeout(Some(slack)),
+            &guard.ssh,
+        );
+        let state = wait::guard(&w, &guard.state).map_err(|e| match e {
+            Error::Timeout(e) => Error::CameBackWrong(format!(
+                "cannot tell whether {} put back the system it ran: {e}",
+                guard.host
+            )),
+            e => e,
+        })?;
+        self.remove(guard)?;
+        self.learnt.system = Some(state.running.clone());
+        verdict::put_back(&guard.host, &state, why, failure)
+    }
+
+    fn remove(&self, guard: &Guard) -> Result<(), Error> {
+        let out = process::reported(self.console, &guard.remove)?;
+        verdict::removed(&guard.host, &out)
     }
 
     fn wait_for<'w>(

@@ -149,8 +149,9 @@ impl Run<'_> {
                         }
                         let started = Instant::now();
                         let mut executor = lock(&self.executors[i]);
-                        let result = executor.run(steps(&self.parts[i]));
+                        let mut result = executor.run(steps(&self.parts[i]));
                         if last {
+                            result = executor.settle(self.parts[i].plan, result);
                             executor.finish(self.parts[i].plan);
                         }
                         lock(&results)[i] = Some((started.elapsed().as_secs_f64(), result));

@@ -2,6 +2,7 @@
 //! a user typed is validated here, before anything runs.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::commands::{Action, Command};
 use crate::duration::{GcAge, Timeout};
@@ -36,12 +37,23 @@ pub struct Job {
     pub diff: bool,
     /// Ask once, after the diffs, before activating anything.
     pub confirm: bool,
+    /// The guard of a remote activation, unless `--no-rollback` (or the command has none).
+    pub guard: Option<GuardSettings>,
     /// `--darwin` or `--nixos`: the kind of the target, whatever the flake says.
     pub kind: Option<Kind>,
     /// `ssh-deploy --identity`.
     pub identity: Option<PathBuf>,
     /// The user running flakem: the USER of a Home Manager configuration named without one.
     pub user: String,
+}
+
+/// How the guard of a remote activation confirms it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuardSettings {
+    /// How long the host waits for the confirmation after the activation ended.
+    pub timeout: Duration,
+    /// `--health-check`: commands run on the host, as the ssh user, before confirming.
+    pub health_checks: Vec<String>,
 }
 
 /// One host of a job and the configuration it gets.
@@ -143,6 +155,7 @@ impl Job {
             gc,
             push,
             diff,
+            guard,
             kind,
             secret,
         } = settings;
@@ -172,6 +185,10 @@ impl Job {
                 _ => None,
             }),
             identity: secret.and_then(|s| s.identity),
+            guard: guard.filter(|g| !g.no_rollback).map(|g| GuardSettings {
+                timeout: g.rollback_timeout.0.unwrap_or_default(),
+                health_checks: g.health_check,
+            }),
             user: local.user.clone(),
         })
     }

@@ -26,6 +26,7 @@ mod job;
 mod options;
 // Resolve, plan, verdicts.
 mod advice;
+mod guard;
 mod plan;
 mod resolve;
 mod verdict;

@@ -59,6 +59,32 @@ pub struct DiffOptions {
     pub confirm: bool,
 }
 
+/// Options of the commands whose remote activation is guarded.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct GuardOptions {
+    /// How long the host waits, after the activation ended, for a new ssh connection (and
+    /// every --health-check) to confirm it, before it puts the system it ran back by itself
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_rollback_timeout)]
+    pub rollback_timeout: Timeout,
+
+    /// A command run on the host as the ssh user after the activation; it must succeed
+    /// within the rollback timeout, or the host is rolled back (repeatable)
+    #[arg(long, value_name = "CMD")]
+    pub health_check: Vec<String>,
+
+    /// Activate without the guard: a host the new system cuts off stays cut off
+    #[arg(long)]
+    pub no_rollback: bool,
+}
+
+/// A rollback timeout is a bound: 0 (forever) would never roll back.
+fn parse_rollback_timeout(s: &str) -> Result<Timeout, String> {
+    match Timeout::parse(s)? {
+        Timeout(None) => Err("the host needs a deadline to roll back by: give more than 0".into()),
+        timeout => Ok(timeout),
+    }
+}
+
 /// Options of the commands whose configuration is a system: NixOS or nix-darwin.
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
 pub struct KindOptions {
@@ -131,6 +157,7 @@ pub struct Settings {
     pub gc: Option<GcOptions>,
     pub push: Option<PushOptions>,
     pub diff: Option<DiffOptions>,
+    pub guard: Option<GuardOptions>,
     pub kind: Option<KindOptions>,
     pub secret: Option<SecretOptions>,
 }
@@ -161,8 +188,8 @@ pub fn tree() -> clap::Command {
 }
 
 const EXIT_CODES: &str = "Exit status: 0 success; a failed step's own status; 2 refused invocation; \
-3 a wait ran past its deadline; 4 a host came back wrong or refuses us; 5 a check failed; 127 a \
-program is missing; 130 interrupted.";
+3 a wait ran past its deadline; 4 a host came back wrong or refuses us; 5 a check failed; 6 the \
+host was rolled back to the system it ran before; 127 a program is missing; 130 interrupted.";
 
 fn subcommand(c: Command) -> clap::Command {
     let mut sub = clap::Command::new(c.name());
@@ -178,6 +205,9 @@ fn subcommand(c: Command) -> clap::Command {
     }
     if c.activates_remotely() {
         sub = DiffOptions::augment_args(sub);
+    }
+    if c.guards() {
+        sub = GuardOptions::augment_args(sub);
     }
     if c.system_kinds() {
         sub = KindOptions::augment_args(sub);
@@ -304,6 +334,7 @@ pub fn settings(command: Command, words: &[String]) -> Result<Settings, clap::Er
         gc: from_matches_if::<GcOptions>(command.resets(), sub)?,
         push: from_matches_if::<PushOptions>(command.pushes(), sub)?,
         diff: from_matches_if::<DiffOptions>(command.activates_remotely(), sub)?,
+        guard: from_matches_if::<GuardOptions>(command.guards(), sub)?,
         kind: from_matches_if::<KindOptions>(command.system_kinds(), sub)?,
         secret: from_matches_if::<SecretOptions>(command == Command::SshDeploy, sub)?,
     })

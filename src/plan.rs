@@ -9,7 +9,8 @@ use crate::commands::{Action, Command, Placement};
 use crate::dialect::Dialect;
 use crate::duration::Timeout;
 use crate::flake;
-use crate::job::{Job, Machine};
+use crate::guard::{self, Guard};
+use crate::job::{GuardSettings, Job, Machine};
 use crate::kind::Kind;
 use crate::names::{Host, Target};
 use crate::resolve::World;
@@ -79,6 +80,13 @@ pub enum Step {
     },
     /// The closing line of a reset: host, boot ids, deployed system, time taken.
     Report { host: Host },
+    /// Arms the guard of the activation that follows (the plan's `guard` confirms it); it
+    /// prints the system it would put back.
+    ArmGuard {
+        host: Host,
+        cmd: Cmd,
+        timeout: std::time::Duration,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -91,6 +99,9 @@ pub struct Plan {
     /// at once before any plan runs.
     pub drv_of: Option<String>,
     pub steps: Vec<Step>,
+    /// Once the steps armed it: confirm the activation over a new connection, or have the
+    /// host put the recorded system back.
+    pub guard: Option<Guard>,
     /// Run on every way out, success, failure or Ctrl-C: a `ControlPersist` master would
     /// otherwise outlive flakem.
     pub finally: Vec<Step>,
@@ -268,8 +279,8 @@ impl Deploy<'_> {
         let local = placement == Placement::Local;
         match kind {
             Kind::Nixos if !self.by_hand() => {
-                let rebuild = self.rebuild();
-                plan.steps.push(Step::Run(rebuild));
+                plan.steps.extend(self.arm());
+                plan.steps.push(Step::Run(self.rebuild()));
             }
             Kind::Home if local && job.action != Action::Build && cx.home_manager => {
                 let mut argv = ["home-manager", "switch", "--flake"]
@@ -299,10 +310,54 @@ impl Deploy<'_> {
                             .into(),
                     ));
                 }
+                plan.steps.extend(self.arm());
                 plan.steps.extend(activation);
             }
         }
+        if job.guard.is_some() && kind == Kind::Darwin && !local {
+            plan.steps.push(Step::Note(
+                "nix-darwin activations have no guard: nothing puts the system back should \
+                 this one cut the host off"
+                    .into(),
+            ));
+        }
+        plan.guard = self.guarded().map(|settings| {
+            let (ssh, host) = (cx.ssh, self.host);
+            guard::guard(
+                ssh,
+                host,
+                job.sudo,
+                settings.timeout,
+                &settings.health_checks,
+            )
+        });
         plan
+    }
+
+    /// The guard's settings, when this activation is guarded: a NixOS `switch` or `test`
+    /// on a remote host, unless `--no-rollback`.
+    fn guarded(&self) -> Option<&GuardSettings> {
+        let remote = self.placement != Placement::Local;
+        let activates = matches!(self.job.action, Action::Switch | Action::Test);
+        let nixos = self.kind == Kind::Nixos;
+        self.job
+            .guard
+            .as_ref()
+            .filter(|_| remote && activates && nixos)
+    }
+
+    /// Arms the guard, just before the activation (a plain plan's nixos-rebuild builds
+    /// first: the guard waits for the activation, however long the build takes).
+    fn arm(&self) -> Option<Step> {
+        let settings = self.guarded()?;
+        let master = Connection::Shared(&self.sockets.before);
+        let (ssh, host, sudo) = (self.cx.ssh, self.host, self.job.sudo);
+        let action = self.job.action.name();
+        Some(Step::ArmGuard {
+            host: host.clone(),
+            cmd: guard::arm(ssh, master, host, sudo, settings.timeout, action),
+            timeout: settings.timeout,
+        })
     }
     /// Builds the configuration where the command says, as nixos-rebuild does in flake mode:
     /// build `<drv>` (evaluated here) here, or on the host after copying it there; copy the
@@ -705,6 +760,12 @@ impl fmt::Display for Step {
                 "+ {resolve}\n# wait ({timeout}) until ssh reaches {host}, probing its ssh port \
                  in between; each try:\n+ {attempt}"
             ),
+            Step::ArmGuard { host, cmd, timeout } => write!(
+                f,
+                "+ {cmd}\n# the guard: unless a new connection confirms the activation within \
+                 {}s after it ends, {host} puts back the system it prints here",
+                timeout.as_secs()
+            ),
             Step::Report { host } => write!(
                 f,
                 "# report: {host} rebooted from <boot-id> to <new-boot-id>, running <system>"
@@ -732,6 +793,7 @@ impl Step {
             | Step::CheckHost { cmd, .. }
             | Step::Copy { cmd, .. }
             | Step::Pipe { to: cmd, .. }
+            | Step::ArmGuard { cmd, .. }
             | Step::WaitForNewBoot { attempt: cmd, .. } => names(cmd),
             _ => false,
         }
@@ -778,6 +840,7 @@ impl Step {
             Step::VerifyBooted(_) => "verify boot".into(),
             Step::WaitForSsh { .. } => "ssh-wait".into(),
             Step::Report { .. } => "report".into(),
+            Step::ArmGuard { .. } => "arm guard".into(),
         }
     }
 }
@@ -804,6 +867,9 @@ impl Plan {
         }
         for step in &self.steps {
             writeln!(f, "{step}")?;
+        }
+        if let Some(guard) = &self.guard {
+            write!(f, "{guard}")?;
         }
         if !self.finally.is_empty() {
             writeln!(

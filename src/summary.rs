@@ -27,6 +27,9 @@ pub enum HostResult {
     Failed,
     Interrupted,
     Skipped,
+    /// The host put back the system it ran: the new one was not confirmed.
+    #[serde(rename = "rolled-back")]
+    RolledBack,
 }
 
 /// What happened to one host, as the summary shows it.
@@ -77,9 +80,10 @@ impl Outcome {
     pub fn stop(&mut self, phase: Phase, step: String, error: Error) {
         self.result = match error {
             Error::Interrupted => HostResult::Interrupted,
+            Error::RolledBack { .. } => HostResult::RolledBack,
             _ => HostResult::Failed,
         };
-        if self.result == HostResult::Failed {
+        if self.result != HostResult::Interrupted {
             self.exit_code = Some(error.status());
         }
         self.phase = Some(phase);
@@ -93,7 +97,9 @@ impl Outcome {
 /// own status, or "some failed".
 pub fn status(outcomes: Vec<Outcome>, interrupted: bool) -> Result<(), Error> {
     let count = |r| outcomes.iter().filter(|o| o.result == r).count();
-    let (failed, all) = (count(HostResult::Failed), outcomes.len());
+    // A host rolled back is one that failed, as far as the run's status goes.
+    let failed = count(HostResult::Failed) + count(HostResult::RolledBack);
+    let all = outcomes.len();
     let in_phase = |o: &&Outcome, phase| o.phase == Some(phase) && o.error.is_some();
     if interrupted || count(HostResult::Interrupted) > 0 {
         return Err(Error::Interrupted);
@@ -112,6 +118,10 @@ pub fn status(outcomes: Vec<Outcome>, interrupted: bool) -> Result<(), Error> {
         return Err(error.unwrap_or(Error::Declined));
     }
     match outcomes.as_slice() {
+        [one] if one.result == HostResult::RolledBack => Err(one
+            .error
+            .clone()
+            .unwrap_or(Error::HostsFailed(format!("{} was rolled back", one.host)))),
         [one] if one.result == HostResult::Failed => Err(Error::StepFailed {
             program: one.step.clone().unwrap_or_default(),
             status: one.exit_code.unwrap_or(1),
@@ -153,6 +163,7 @@ fn table(outcomes: &[Outcome]) -> String {
                 format!("failed at {step} (exit {code})")
             }
             (HostResult::Interrupted, Some(step), _) => format!("interrupted at {step}"),
+            (HostResult::RolledBack, _, _) => "rolled back (exit 6)".to_owned(),
             (result, _, _) => format!("{result:?}").to_lowercase(),
         };
         let system = o.system.as_deref().unwrap_or("");
@@ -162,7 +173,7 @@ fn table(outcomes: &[Outcome]) -> String {
             o.host, o.seconds
         )
         .ok();
-        if o.result == HostResult::Failed {
+        if matches!(o.result, HostResult::Failed | HostResult::RolledBack) {
             let message = o.error.as_ref().map(ToString::to_string);
             for line in message.iter().chain(&o.tail) {
                 writeln!(out, "{:width$}  | {line}", "").ok();

@@ -214,6 +214,117 @@ pub fn probe_target(config: &str) -> Option<(String, u16)> {
     Some((value("hostname")?, value("port")?.parse().ok()?))
 }
 
+/// The system the guard would put back, as arming it printed it.
+pub fn armed(host: &Host, out: &Output) -> Result<String, Error> {
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if let Some(system) = stdout.lines().map(str::trim).find(|l| !l.is_empty()) {
+            return Ok(system.to_owned());
+        }
+    }
+    let why = match out.status.code() == Some(17) {
+        true => "a guard is armed there already (/run/flakem-guard): is another deploy running? \
+                 If none is, remove it as root with `systemctl stop flakem-guard; rm -rf \
+                 /run/flakem-guard`"
+            .to_owned(),
+        false => format!("{}; --no-rollback deploys without it", last_line(&err)),
+    };
+    Err(Error::Check(format!(
+        "cannot arm the guard on {host}: {why}"
+    )))
+}
+
+/// What the guard says: its result (`waiting`, `rolling-back`, `confirmed`, `unchanged`,
+/// `rolled-back`), and the running and recorded systems.
+#[derive(Debug, PartialEq, Eq)]
+pub struct GuardState {
+    pub result: String,
+    pub running: String,
+    pub recorded: String,
+}
+
+/// A try of the wait for the guard's end: its state once it has a result; `Err` with why
+/// not yet (ssh refused, as it is while the new system locks us out, or still waiting).
+pub fn guard_ended(out: &Output) -> Result<GuardState, String> {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().map(str::trim).collect();
+    match (out.status.success(), lines.as_slice()) {
+        (true, [result, running, recorded, ..])
+            if ["confirmed", "unchanged", "rolled-back"].contains(result) =>
+        {
+            Ok(GuardState {
+                result: result.to_string(),
+                running: running.to_string(),
+                recorded: recorded.to_string(),
+            })
+        }
+        (true, [result, ..]) => Err(format!("the guard is {result}")),
+        _ => Err(last_line(&String::from_utf8_lossy(&out.stderr)).to_owned()),
+    }
+}
+
+/// How a guard that was to put the recorded system back ended: `failure` is the step that
+/// failed before anything was confirmed, when one did.
+pub fn put_back(
+    host: &Host,
+    state: &GuardState,
+    why: &str,
+    failure: Option<Error>,
+) -> Result<(), Error> {
+    match state.result.as_str() {
+        "unchanged" => failure.map_or(Ok(()), Err),
+        "rolled-back" if state.running == state.recorded => Err(Error::RolledBack {
+            host: host.to_string(),
+            why: why.to_owned(),
+            running: state.running.clone(),
+        }),
+        "confirmed" => Ok(()),
+        _ => Err(Error::CameBackWrong(format!(
+            "{host} was to put back {}, but it runs {} ({}): {why}",
+            state.recorded, state.running, state.result
+        ))),
+    }
+}
+
+/// The confirmation's answer: confirmed, or the host's deadline came first (`Ok(false)`);
+/// `Err` with why when it could not be given (ssh refused: the new system cut us off).
+pub fn confirmation(out: &Output) -> Result<bool, String> {
+    match out.status.code() {
+        Some(0) => Ok(true),
+        Some(6) => Ok(false),
+        _ => Err(not_confirmed(out)),
+    }
+}
+
+/// A health check or confirmation that failed, in one line: ssh's own error, or the
+/// check's status and its last lines.
+pub fn not_confirmed(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        Some(SSH_FAILED) => format!("a new ssh connection failed: {}", last_line(&err)),
+        code => {
+            let all = format!("{}{err}", String::from_utf8_lossy(&out.stdout));
+            let tail: Vec<&str> = all.lines().filter(|l| !l.trim().is_empty()).collect();
+            let tail = tail[tail.len().saturating_sub(3)..].join(" / ");
+            let code = code.map_or("a signal".to_owned(), |c| format!("exit {c}"));
+            format!("it failed ({code}): {tail}")
+        }
+    }
+}
+
+/// After the guard was removed: its unit must be gone.
+pub fn removed(host: &Host, out: &Output) -> Result<(), Error> {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match (out.status.success(), last_line(&stdout)) {
+        (true, "inactive" | "unknown") => Ok(()),
+        (_, said) => Err(Error::CameBackWrong(format!(
+            "the guard on {host} is not gone ({said}): remove it as root with `systemctl stop \
+             flakem-guard; rm -rf /run/flakem-guard`"
+        ))),
+    }
+}
+
 /// The last line that says something, for one-line messages.
 pub fn last_line(text: &str) -> &str {
     text.lines()

@@ -54,6 +54,24 @@ pub fn new_boot(w: &For, attempt: &Cmd, close: &Cmd, old: &str) -> Result<String
     }
 }
 
+/// How long after its deadline a guard may take to put the recorded system back.
+pub const GUARD_SLACK: Duration = Duration::from_secs(120);
+
+/// Tries `state` (over a new connection) until the host's guard has ended, while the host
+/// may refuse us all along (the new system cut us off until the old one is back).
+pub fn guard(w: &For, state: &Cmd) -> Result<verdict::GuardState, Error> {
+    let mut wait = Wait::start(w)?;
+    w.console.trace(state);
+    loop {
+        wait.until_try()?;
+        let out = process::output(state)?;
+        match verdict::guard_ended(&out) {
+            Ok(ended) => return Ok(ended),
+            Err(why) => wait.say(&why),
+        }
+    }
+}
+
 /// `ssh-wait`: tries `attempt` until ssh connects; the user's command talks to the
 /// terminal, ssh's own failures are kept for the verdict.
 pub fn ssh(w: &For, attempt: &Cmd) -> Result<(), Error> {

@@ -185,8 +185,9 @@ fn nix_options_pass_verbatim_and_last() {
         "it's",
     ];
     let args = [&["switch-push", "h", "t"][..], &tricky].concat();
-    let Step::Run(cmd) = &steps(&args)[0] else {
-        panic!()
+    let steps = steps(&args);
+    let Some(Step::Run(cmd)) = steps.iter().find(|s| matches!(s, Step::Run(_))) else {
+        panic!("no nixos-rebuild in {steps:?}")
     };
     let last: Vec<String> = cmd.argv[cmd.argv.len() - tricky.len()..]
         .iter()
@@ -302,7 +303,8 @@ fn quoted_remote_programs_are_named_without_their_quotes() {
         .iter()
         .map(Step::name)
         .collect();
-    assert_eq!(names, ["build", "nix copy", "nix-env", "activate"]);
+    // nix-darwin has no guard, and the plan says so.
+    assert_eq!(names, ["build", "nix copy", "nix-env", "activate", "note"]);
 }
 
 /// A fleet's systems come from one evaluation, unless `NIX_OPTIONS` (maybe nixos-rebuild's
@@ -336,4 +338,38 @@ fn a_fleet_builds_from_one_evaluation_unless_told_otherwise() {
         "big",
         "web1,web2"
     ]));
+}
+
+/// A remote NixOS `switch` or `test` is guarded; `boot`, nix-darwin and `--no-rollback` are
+/// not, and the guard is armed just before the activation.
+#[test]
+fn remote_activations_are_guarded() {
+    let ssh = Ssh::default();
+    let guarded = |args: &[&str]| plans(Dialect::Ng, &ssh, args)[0].guard.is_some();
+    assert!(guarded(&["switch-push", "web1"]));
+    assert!(guarded(&["switch-pull", "test", "web1"]));
+    assert!(guarded(&["switch-push", "web1,web2"]));
+    assert!(!guarded(&["switch-push", "boot", "web1"]));
+    assert!(!guarded(&["switch-push", "--no-rollback", "web1"]));
+    assert!(!guarded(&["switch-push", "macbook"]));
+    assert!(!guarded(&["switch-push-reset", "web1"]));
+    let plan = &plans(Dialect::Ng, &ssh, &["switch-push", "--diff", "web1"])[0];
+    let names: Vec<String> = plan.steps.iter().map(Step::name).collect();
+    assert_eq!(names[..2], ["arm guard", "nixos-rebuild"], "{names:?}");
+    let checks = [
+        "--health-check",
+        "systemctl is-active nginx",
+        "--health-check",
+        "true",
+    ];
+    let args = [&["switch-push"][..], &checks, &["web1"]].concat();
+    let guard = plans(Dialect::Ng, &ssh, &args)[0].guard.clone().unwrap();
+    assert_eq!(guard.health_checks.len(), 2);
+    assert!(
+        guard.health_checks[0]
+            .to_string()
+            .ends_with("-- web1 'timeout 30 sh -c '\\''systemctl is-active nginx'\\'''"),
+        "{}",
+        guard.health_checks[0]
+    );
 }

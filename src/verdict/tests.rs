@@ -211,3 +211,118 @@ fn probes_go_where_ssh_would_connect_unless_proxied() {
     let command = format!("{plain}proxycommand nc %h %p\n");
     assert_eq!(probe_target(&command), None);
 }
+
+// The guard's answers, as its scripts print them (src/guard.rs).
+
+#[test]
+fn arming_the_guard_gives_the_system_it_would_put_back() {
+    let armed = output(0, "/nix/store/abc-nixos-system-web1\nsystem-5-link\n", "");
+    assert_eq!(
+        super::armed(&web1(), &armed).unwrap(),
+        "/nix/store/abc-nixos-system-web1"
+    );
+    // Exit 17: a guard runs there already, another deploy's or one left by a killed flakem.
+    let e = super::armed(&web1(), &output(17, "", "")).unwrap_err();
+    assert_eq!(e.status(), 5);
+    assert!(
+        e.to_string().contains("a guard is armed there already"),
+        "{e}"
+    );
+    let missing = "sh: 1: systemd-run: not found\n";
+    let e = super::armed(&web1(), &output(127, "", missing)).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("systemd-run: not found; --no-rollback"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_wait_for_the_guard_ends_with_its_result() {
+    let state = "rolled-back\n/nix/store/old\n/nix/store/old\n";
+    assert_eq!(
+        guard_ended(&output(0, state, "")).unwrap(),
+        GuardState {
+            result: "rolled-back".into(),
+            running: "/nix/store/old".into(),
+            recorded: "/nix/store/old".into(),
+        }
+    );
+    let waiting = "waiting\n/nix/store/new\n/nix/store/old\n";
+    assert_eq!(
+        guard_ended(&output(0, waiting, "")).unwrap_err(),
+        "the guard is waiting"
+    );
+    // Locked out until the old system is back: not yet.
+    assert_eq!(
+        guard_ended(&output(255, "", DENIED)).unwrap_err(),
+        DENIED.trim()
+    );
+}
+
+#[test]
+fn what_the_host_runs_after_the_guard_is_what_flakem_reports() {
+    let state = |result: &str, running: &str| GuardState {
+        result: result.into(),
+        running: running.into(),
+        recorded: "/nix/store/old".into(),
+    };
+    let e = put_back(
+        &web1(),
+        &state("rolled-back", "/nix/store/old"),
+        "not confirmed",
+        None,
+    );
+    let e = e.unwrap_err();
+    assert_eq!(e.status(), 6);
+    assert_eq!(
+        e.to_string(),
+        "root@web1 was rolled back to /nix/store/old: not confirmed"
+    );
+    // Nothing was activated: the failed step's own status.
+    let failed = Error::StepFailed {
+        program: "nixos-rebuild".into(),
+        status: 1,
+    };
+    let e = put_back(
+        &web1(),
+        &state("unchanged", "/nix/store/old"),
+        "x",
+        Some(failed),
+    );
+    assert_eq!(e.unwrap_err().status(), 1);
+    // Rolled back, but to something else: flakem cannot vouch for the host.
+    let e = put_back(
+        &web1(),
+        &state("rolled-back", "/nix/store/other"),
+        "x",
+        None,
+    );
+    assert_eq!(e.unwrap_err().status(), 4);
+}
+
+#[test]
+fn a_confirmation_is_given_refused_or_too_late() {
+    assert_eq!(
+        confirmation(&output(0, "confirmed\ninactive\n", "")),
+        Ok(true)
+    );
+    assert_eq!(confirmation(&output(6, "rolling-back\n", "")), Ok(false));
+    let refused = confirmation(&output(255, "", DENIED)).unwrap_err();
+    assert_eq!(
+        refused,
+        "a new ssh connection failed: root@127.0.5.1: Permission denied (publickey,password)."
+    );
+    let check = output(3, "checking\n", "the service is down\n");
+    assert_eq!(
+        not_confirmed(&check),
+        "it failed (exit 3): checking / the service is down"
+    );
+    assert!(removed(&web1(), &output(0, "confirmed\ninactive\n", "")).is_ok());
+    assert_eq!(
+        removed(&web1(), &output(0, "active\n", ""))
+            .unwrap_err()
+            .status(),
+        4
+    );
+}

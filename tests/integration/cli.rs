@@ -132,6 +132,7 @@ fn it_checks_the_target_then_runs_the_rebuild_with_the_house_flags() {
         let out = run.run(&[
             "switch-pull",
             "--no-check",
+            "--no-rollback",
             "myname@bigmachine",
             "--show-trace",
         ]);
@@ -164,6 +165,7 @@ fn a_given_dialect_is_not_probed_and_the_flag_wins_over_the_environment() {
     let out = run.run(&[
         "switch-push",
         "--no-check",
+        "--no-rollback",
         "--dialect",
         "legacy",
         "bigmachine",
@@ -176,7 +178,7 @@ fn a_given_dialect_is_not_probed_and_the_flag_wins_over_the_environment() {
 #[test]
 fn a_typo_in_the_target_stops_before_nixos_rebuild() {
     let run = Run::new(Installed::Ng);
-    let out = run.run(&["switch-push", "--no-check", "bigmachin"]);
+    let out = run.run(&["switch-push", "--no-check", "--no-rollback", "bigmachin"]);
     out.status(2);
     assert_eq!(
         out.messages(),
@@ -207,6 +209,7 @@ fn the_flake_comes_from_the_flag_or_the_environment() {
         .run(&[
             "switch-push",
             "--no-check",
+            "--no-rollback",
             "--dialect=ng",
             "another-machine",
         ])
@@ -220,6 +223,7 @@ fn the_flake_comes_from_the_flag_or_the_environment() {
         "/nonexistent",
         "switch-push",
         "--no-check",
+        "--no-rollback",
         "another-machine",
     ]);
     out.status(5);
@@ -255,6 +259,7 @@ fn nix_options_reach_nixos_rebuild_verbatim() {
         &[
             "switch-push",
             "--no-check",
+            "--no-rollback",
             "--dialect",
             "ng",
             "boot",
@@ -281,6 +286,7 @@ fn a_host_named_like_an_action() {
     run.run(&[
         "switch-push",
         "--no-check",
+        "--no-rollback",
         "--dialect",
         "ng",
         "switch",
@@ -294,7 +300,14 @@ fn a_host_named_like_an_action() {
 #[test]
 fn a_failing_step_stops_with_its_status() {
     let run = Run::new(Installed::Ng).env("FAKE_NIXOS_REBUILD_EXIT", "4");
-    let out = run.run(&["switch-push", "--no-check", "--dialect", "ng", "bigmachine"]);
+    let out = run.run(&[
+        "switch-push",
+        "--no-check",
+        "--no-rollback",
+        "--dialect",
+        "ng",
+        "bigmachine",
+    ]);
     out.status(4);
     assert_eq!(
         out.messages(),
@@ -367,7 +380,14 @@ fn bad_input_is_one_line_and_nothing_runs() {
 #[test]
 fn missing_programs_get_one_line_each() {
     let nothing = Run::new(Installed::Nothing);
-    let out = nothing.run(&["switch-push", "--no-check", "--dialect", "ng", "bigmachine"]);
+    let out = nothing.run(&[
+        "switch-push",
+        "--no-check",
+        "--no-rollback",
+        "--dialect",
+        "ng",
+        "bigmachine",
+    ]);
     out.status(127);
     assert_eq!(out.messages().len(), 1);
     assert!(
@@ -375,7 +395,7 @@ fn missing_programs_get_one_line_each() {
         "{}",
         out.stderr
     );
-    let out = nothing.run(&["switch-push", "--no-check", "bigmachine"]);
+    let out = nothing.run(&["switch-push", "--no-check", "--no-rollback", "bigmachine"]);
     out.status(127);
     assert!(
         out.messages()[0].starts_with("flakem: `nixos-rebuild` not found"),
@@ -384,7 +404,7 @@ fn missing_programs_get_one_line_each() {
     );
 
     let no_nix = Run::new(Installed::Ng).without_system_path();
-    let out = no_nix.run(&["switch-push", "--no-check", "bigmachine"]);
+    let out = no_nix.run(&["switch-push", "--no-check", "--no-rollback", "bigmachine"]);
     out.status(127);
     assert_eq!(
         out.messages(),
@@ -566,10 +586,10 @@ fn hosts_complete_from_the_flake_and_the_ssh_config() {
 #[test]
 fn the_dialect_is_probed_once_per_nixos_rebuild() {
     let run = Run::new(Installed::Legacy);
-    let first = run.run(&["switch-push", "--no-check", "bigmachine"]);
+    let first = run.run(&["switch-push", "--no-check", "--no-rollback", "bigmachine"]);
     first.status(0);
     assert!(first.stderr.contains("--flakem-probe"), "{}", first.stderr);
-    let again = run.run(&["switch-push", "--no-check", "bigmachine"]);
+    let again = run.run(&["switch-push", "--no-check", "--no-rollback", "bigmachine"]);
     again.status(0);
     assert!(!again.stderr.contains("--flakem-probe"), "{}", again.stderr);
     let calls = run.calls();

@@ -6,6 +6,7 @@ mod darwin_home;
 mod demo;
 mod e2e;
 mod fleet;
+mod guard;
 mod layers;
 mod one_login;
 mod packaging;

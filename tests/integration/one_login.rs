@@ -16,12 +16,18 @@ fn logins(bed: &TestBed, host: &str) -> usize {
         .count()
 }
 
-/// `switch-push web1` with `env` added, and the logins it cost web1.
-fn push(bed: &mut TestBed, generation: &str, env: &[(&str, &str)]) -> (Outcome, usize) {
+/// `switch-push [OPTIONS] web1` with `env` added, and the logins it cost web1.
+fn push(
+    bed: &mut TestBed,
+    generation: &str,
+    options: &[&str],
+    env: &[(&str, &str)],
+) -> (Outcome, usize) {
     let system = deployed_generation(bed, "web1", generation);
     let before = logins(bed, "web1");
     let tmp = tmp_dir(bed);
-    let mut cmd = flakem(bed, &tmp, &["switch-push", "web1"]);
+    let args = [&["switch-push"], options, &["web1"]].concat();
+    let mut cmd = flakem(bed, &tmp, &args);
     cmd.envs(env.iter().copied());
     let out = Outcome::from(output_with_deadline(&mut cmd, Duration::from_secs(120)));
     out.status(0);
@@ -39,12 +45,15 @@ fn push(bed: &mut TestBed, generation: &str, env: &[(&str, &str)]) -> (Outcome, 
 #[test]
 fn a_push_logs_into_its_host_once() {
     let mut bed = TestBed::with_hosts(&["web1"]);
-    let (out, n) = push(&mut bed, "once", &[]);
+    let (out, n) = push(&mut bed, "once", &["--no-rollback"], &[]);
     assert_eq!(n, 1, "{}", out.context());
+    // The guard's confirmation must come over a new connection: one login more.
+    let (out, n) = push(&mut bed, "guarded", &[], &[]);
+    assert_eq!(n, 2, "{}", out.context());
     // An ng from before NIXOS_REBUILD_SSH_DEFAULT_OPTS puts its own ControlPath first on
     // its copies: they log in once more. Its direct calls still use flakem's connection.
     let older = [("FAKE_NIXOS_REBUILD_NG_IGNORES_DEFAULT_OPTS", "1")];
-    let (out, n) = push(&mut bed, "older", &older);
+    let (out, n) = push(&mut bed, "older", &["--no-rollback"], &older);
     assert_eq!(n, 2, "{}", out.context());
 }
 
@@ -57,7 +66,7 @@ fn a_control_path_of_the_users_own_is_kept() {
         "-F {config} -o ControlMaster=auto -o ControlPath={} -o ControlPersist=30",
         mine.display()
     );
-    let (out, _) = push(&mut bed, "mine", &[("NIX_SSHOPTS", sshopts.as_str())]);
+    let (out, _) = push(&mut bed, "mine", &[], &[("NIX_SSHOPTS", sshopts.as_str())]);
     // nixos-rebuild's ssh went through the user's master, which outlives the run.
     let handed = out
         .started()

@@ -24,8 +24,9 @@
 //!   evaluation (`+ nix ... eval ... builtins.attrNames ...`) that only a real run does; one
 //!   such line per host in the plan, exactly one evaluation at the head of the trace. Without
 //!   such a line, no names evaluation may appear.
-//! - `# after a try that answers with <boot-id>:` and `# if that fails:`: the `+ ` line after
-//!   them runs only when that happens; it may appear any number of times, or not at all.
+//! - `# after a try that answers with <boot-id>:`, and every `# if ...:` (`# if that
+//!   fails:`, the guard's `# if that fails: wait until ...`): the `+ ` line after them runs
+//!   only when that happens; it may appear any number of times, or not at all.
 //! - `# on any way out, each control master still open is closed:`: the `+ ` lines after it
 //!   (to the end of the stream) close masters only if still open: the trace may end with any
 //!   of them, each at most once.
@@ -166,7 +167,8 @@ fn parse_plan(stdout: &str) -> ParsedPlan {
             plan.probe_allowed = dialect.contains("(assumed");
         } else if line.starts_with("# check: `") && line.contains("` is in ") {
             plan.names_evaluated = true;
-        } else if line == "# after a try that answers with <boot-id>:" || line == "# if that fails:"
+        } else if line == "# after a try that answers with <boot-id>:"
+            || (line.starts_with("# if ") && line.ends_with(':'))
         {
             conditional = true;
         } else if line == "# on any way out, each control master still open is closed:" {

@@ -1,0 +1,255 @@
+//! Safe activation on the test bed: the guard that puts back the system a host ran unless
+//! a new connection confirms the new one (docs/PRODUCT.md, "Safe activation"). The test
+//! flake's `lockout...` generations take the deploy user's keys away as they activate,
+//! `failing...` ones switch and exit 4 (tests/fixtures/README.md).
+
+use serde_json::Value;
+
+use crate::e2e::{deployed_generation, run};
+use crate::support::Outcome;
+use crate::testbed::{Host, TestBed};
+
+/// A short confirmation deadline keeps the tests quick.
+const TIMEOUT: &str = "3s";
+
+/// A host running a good system of its own, and that system.
+fn host_with_system(bed: &mut TestBed, name: &str) -> String {
+    let system = deployed_generation(bed, name, "good");
+    run(bed, &["switch-push", "--no-rollback", name]).status(0);
+    system
+}
+
+/// Nothing of the guard is left: no unit, no directory, and a new login works.
+fn assert_no_guard(host: &Host, out: &Outcome) {
+    assert!(
+        host.units().iter().all(|u| !u.contains("flakem-guard")),
+        "{:?}\n{}",
+        host.units(),
+        out.context()
+    );
+    assert!(
+        !host.path("/run/flakem-guard").exists(),
+        "{}",
+        out.context()
+    );
+    assert_eq!(host.run("echo in"), "in", "a new login");
+}
+
+#[test]
+fn a_good_deploy_is_confirmed_and_leaves_no_guard() {
+    let mut bed = TestBed::with_hosts(&["web1"]);
+    host_with_system(&mut bed, "web1");
+    let new = deployed_generation(&mut bed, "web1", "better");
+    let out = run(
+        &bed,
+        &["switch-push", "--rollback-timeout", TIMEOUT, "web1"],
+    );
+    out.status(0);
+    let web1 = bed.host("web1");
+    assert_eq!(web1.readlink("/run/current-system").as_ref(), Some(&new));
+    assert!(
+        out.stderr.contains("systemd-run --unit"),
+        "{}",
+        out.context()
+    );
+    assert!(
+        out.stderr.contains("ControlPath=none"),
+        "confirmed over a new connection"
+    );
+    assert_no_guard(&web1, &out);
+}
+
+#[test]
+fn a_deploy_that_locks_the_user_out_is_rolled_back_by_the_host() {
+    let mut bed = TestBed::with_hosts(&["web1"]);
+    let old = host_with_system(&mut bed, "web1");
+    deployed_generation(&mut bed, "web1", "lockout");
+    let out = run(
+        &bed,
+        &["switch-push", "--rollback-timeout", TIMEOUT, "web1"],
+    );
+    out.status(6);
+    let last = out
+        .messages()
+        .last()
+        .copied()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        last.starts_with(&format!(
+            "flakem: web1 was rolled back to {old}: not confirmed"
+        )),
+        "{}",
+        out.context()
+    );
+    assert!(
+        last.contains("Permission denied"),
+        "ssh's own error: {last}"
+    );
+    let web1 = bed.host("web1");
+    assert_eq!(web1.readlink("/run/current-system").as_ref(), Some(&old));
+    assert_no_guard(&web1, &out);
+}
+
+#[test]
+fn a_failed_activation_is_rolled_back_at_once() {
+    let mut bed = TestBed::with_hosts(&["web1"]);
+    let old = host_with_system(&mut bed, "web1");
+    deployed_generation(&mut bed, "web1", "failing");
+    // A deadline the test would notice: the rollback must not wait for it.
+    let out = run(&bed, &["switch-push", "--rollback-timeout", "10m", "web1"]);
+    out.status(6);
+    let last = out
+        .messages()
+        .last()
+        .copied()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        last.contains("`nixos-rebuild` failed with exit status 4"),
+        "{}",
+        out.context()
+    );
+    let web1 = bed.host("web1");
+    assert_eq!(web1.readlink("/run/current-system").as_ref(), Some(&old));
+    assert_no_guard(&web1, &out);
+}
+
+#[test]
+fn a_failing_health_check_rolls_back_and_says_why() {
+    let mut bed = TestBed::with_hosts(&["web1"]);
+    let old = host_with_system(&mut bed, "web1");
+    deployed_generation(&mut bed, "web1", "unhealthy");
+    let check = "echo the service is down >&2; exit 3";
+    let out = run(
+        &bed,
+        &[
+            "switch-push",
+            "--health-check",
+            "true",
+            "--health-check",
+            check,
+            "web1",
+        ],
+    );
+    out.status(6);
+    let last = out
+        .messages()
+        .last()
+        .copied()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        last.contains("--health-check it failed (exit 3): the service is down"),
+        "{}",
+        out.context()
+    );
+    let web1 = bed.host("web1");
+    assert_eq!(web1.readlink("/run/current-system").as_ref(), Some(&old));
+    assert_no_guard(&web1, &out);
+}
+
+#[test]
+fn without_the_guard_a_lockout_stays() {
+    let mut bed = TestBed::with_hosts(&["web1"]);
+    host_with_system(&mut bed, "web1");
+    let lockout = deployed_generation(&mut bed, "web1", "lockout");
+    let out = run(&bed, &["switch-push", "--no-rollback", "web1"]);
+    out.status(0);
+    assert!(!out.stderr.contains("flakem-guard"), "{}", out.context());
+    let web1 = bed.host("web1");
+    // Read from outside: the host lets nobody in now.
+    let running = std::fs::read_link(web1.path("/run/current-system")).unwrap();
+    assert_eq!(running.to_string_lossy(), lockout);
+    assert_eq!(web1.authorized_keys("root"), "", "locked out");
+}
+
+#[test]
+fn a_fleet_with_one_lockout_confirms_the_others() {
+    let hosts = ["web1", "web2", "db"];
+    let mut bed = TestBed::with_hosts(&hosts);
+    let mut old = Vec::new();
+    for host in hosts {
+        old.push(host_with_system(&mut bed, host));
+    }
+    let web1 = deployed_generation(&mut bed, "web1", "next");
+    let web2 = deployed_generation(&mut bed, "web2", "next");
+    deployed_generation(&mut bed, "db", "lockout");
+    let out = run(
+        &bed,
+        &[
+            "switch-push",
+            "--json",
+            "--rollback-timeout",
+            TIMEOUT,
+            "web1,web2,db",
+        ],
+    );
+    out.status(1);
+    let rows: Value = serde_json::from_str(&out.stdout).expect("stdout is only JSON");
+    assert_eq!(rows[0]["result"], "ok", "{rows}");
+    assert_eq!(rows[1]["result"], "ok", "{rows}");
+    assert_eq!(rows[2]["result"], "rolled-back", "{rows}");
+    assert_eq!(rows[2]["exit_code"], 6, "{rows}");
+    assert_eq!(bed.host("web1").readlink("/run/current-system"), Some(web1));
+    assert_eq!(bed.host("web2").readlink("/run/current-system"), Some(web2));
+    assert_eq!(
+        bed.host("db").readlink("/run/current-system").as_ref(),
+        Some(&old[2])
+    );
+    for host in hosts {
+        assert_no_guard(&bed.host(host), &out);
+    }
+}
+
+/// flakem killed (no chance to clean up) once the activation ran: the host puts the system
+/// back by itself, and the next deploy arms a guard again.
+#[test]
+fn a_host_whose_flakem_was_killed_reverts_by_itself() {
+    use std::time::Duration;
+
+    let mut bed = TestBed::with_hosts(&["web1"]);
+    let old = host_with_system(&mut bed, "web1");
+    let lockout = deployed_generation(&mut bed, "web1", "lockout");
+    // A directory of its own: the killed flakem's control master outlives it.
+    let tmp = bed.dir().join("killed");
+    std::fs::create_dir(&tmp).unwrap();
+    let args = ["switch-push", "--rollback-timeout", "2s", "web1"];
+    let mut flakem = crate::e2e::flakem(&bed, &tmp, &args).spawn().unwrap();
+    // The host's own log of its activations, read from outside: it lets nobody in now.
+    let activations = bed.host("web1").path("/var/lib/flakem-test/activations");
+    crate::testbed::poll_until(Duration::from_secs(60), "the lockout's activation", || {
+        let log = std::fs::read_to_string(&activations).ok()?;
+        log.contains(&format!("switch {lockout}")).then_some(())
+    });
+    flakem.kill().unwrap();
+    flakem.wait().unwrap();
+    let web1 = bed.host("web1");
+    let running = || std::fs::read_link(web1.path("/run/current-system")).ok();
+    let reverted = || {
+        let guard_gone = web1.units().iter().all(|u| !u.contains("flakem-guard"));
+        (running()?.to_string_lossy() == old && guard_gone).then_some(())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while reverted().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "web1 did not revert: runs {:?}, units {:?}, guard's journal:\n{}\nactivations: {:?}",
+            running(),
+            web1.units(),
+            web1.journal("flakem-guard.service"),
+            std::fs::read_to_string(web1.path("/var/lib/flakem-test/activations")),
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(web1.run("echo in"), "in", "a new login");
+    let master = std::process::Command::new("pkill")
+        .args(["-f", &tmp.to_string_lossy()])
+        .status();
+    assert!(master.is_ok());
+    let new = deployed_generation(&mut bed, "web1", "after");
+    let out = run(&bed, &["switch-push", "web1"]);
+    out.status(0);
+    assert_eq!(web1.readlink("/run/current-system").as_ref(), Some(&new));
+    assert_no_guard(&web1, &out);
+}
