@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The real thing in a sandbox: flakem deploys to two throwaway NixOS-like hosts of the test
 # bed (sshd in namespaces on loopback addresses, the real nix and OpenSSH), reboots one and
-# proves it came back on the new system, then deploys both at once. Each command is shown
+# proves it came back on the new system, deploys both at once, then deploys a configuration
+# that locks the deploy user out, which the host rolls back by itself. Each command is shown
 # before it runs. Every host stops and everything made is removed on any way out.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -1,7 +1,8 @@
 //! The demo of `sudo bash demo.sh`: flakem deploying to two throwaway hosts of the test bed
 //! (sshd in namespaces on loopback addresses, the real nix and OpenSSH, the test stand-in
-//! for `nixos-rebuild`), showing each command before it runs it. Every host stops and
-//! everything made is removed on any way out, Ctrl-C included.
+//! for `nixos-rebuild`), showing each command before it runs it: a deploy, a reset, a fleet,
+//! and a deploy that locks the deploy user out and that the host rolls back by itself. Every
+//! host stops and everything made is removed on any way out, Ctrl-C included.
 //!
 //! Usage: `demo FLAKEM` (the flakem binary to run).
 
@@ -24,24 +25,36 @@ use testbed::{Reboot, TestBed};
 const DEADLINE: Duration = Duration::from_secs(120);
 const HOSTS: [&str; 2] = ["demo1", "demo2"];
 
-/// One step of the demo: the generations it deploys, and the command that does it.
+/// One step of the demo: the generations it deploys, the command that does it, and the
+/// status flakem must end with.
 struct Step {
     generations: &'static [(&'static str, &'static str)],
     args: &'static [&'static str],
+    status: i32,
 }
 
-const STEPS: [Step; 3] = [
+const STEPS: [Step; 4] = [
     Step {
         generations: &[("demo1", "2")],
         args: &["switch-push", "demo1"],
+        status: 0,
     },
     Step {
         generations: &[("demo1", "3")],
         args: &["switch-push-reset", "demo1"],
+        status: 0,
     },
     Step {
         generations: &[("demo1", "4"), ("demo2", "2")],
         args: &["switch-push", "@all"],
+        status: 0,
+    },
+    // A configuration that takes the deploy user's keys away (the test flake's `lockout`
+    // generations): nobody can log in to confirm it, and the host puts back what it ran.
+    Step {
+        generations: &[("demo2", "lockout")],
+        args: &["switch-push", "--rollback-timeout", "5s", "demo2"],
+        status: 6,
     },
 ];
 
@@ -100,7 +113,7 @@ fn run(bed: &mut TestBed, flakem: &OsString, stop: &AtomicBool) -> ExitCode {
             return ExitCode::from(130);
         }
         match status {
-            Some(status) if status.success() => {}
+            Some(status) if status.code() == Some(step.status) => {}
             Some(status) => {
                 say(&format!(
                     "flakem {} ended with {status}",

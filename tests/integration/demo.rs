@@ -143,7 +143,8 @@ fn the_demo_deploys_reboots_and_deploys_a_fleet_then_leaves_nothing() {
         [
             "$ flakem switch-push demo1",
             "$ flakem switch-push-reset demo1",
-            "$ flakem switch-push @all"
+            "$ flakem switch-push @all",
+            "$ flakem switch-push --rollback-timeout 5s demo2"
         ],
         "{seen}"
     );
@@ -152,6 +153,7 @@ fn the_demo_deploys_reboots_and_deploys_a_fleet_then_leaves_nothing() {
         "NIXOS_REBUILD_SSH_DEFAULT_OPTS='' nixos-rebuild switch --no-reexec --sudo --use-substitutes --target-host demo1 --flake .#demo1",
         "NIXOS_REBUILD_SSH_DEFAULT_OPTS='' nixos-rebuild boot --no-reexec --sudo --use-substitutes --target-host demo1 --flake .#demo1",
         "flakem: demo1 rebooted from boot id ",
+        "flakem: demo2 was rolled back to /nix/store/",
         "NIXOS_REBUILD_SSH_DEFAULT_OPTS='' nixos-rebuild switch --no-reexec --sudo --use-substitutes --store-path /nix/store/",
     ] {
         assert!(seen.contains(want), "{want}:\n{seen}");
