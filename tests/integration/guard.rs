@@ -59,36 +59,31 @@ fn a_good_deploy_is_confirmed_and_leaves_no_guard() {
     assert_no_guard(&web1, &out);
 }
 
+/// Runs `args` against web1, which ran `old`, and checks that the host put it back: exit 6,
+/// a last line that says `why`, web1 running `old`, nothing of the guard left.
+fn assert_rolled_back(bed: &TestBed, args: &[&str], old: &str, why: &str) {
+    let out = run(bed, args);
+    out.status(6);
+    let last = out.messages().last().copied().unwrap_or_default();
+    let said = format!("flakem: web1 was rolled back to {old}: ");
+    assert!(
+        last.starts_with(&said) && last.contains(why),
+        "{}",
+        out.context()
+    );
+    let web1 = bed.host("web1");
+    assert_eq!(web1.readlink("/run/current-system").as_deref(), Some(old));
+    assert_no_guard(&web1, &out);
+}
+
 #[test]
 fn a_deploy_that_locks_the_user_out_is_rolled_back_by_the_host() {
     let mut bed = TestBed::with_hosts(&["web1"]);
     let old = host_with_system(&mut bed, "web1");
     deployed_generation(&mut bed, "web1", "lockout");
-    let out = run(
-        &bed,
-        &["switch-push", "--rollback-timeout", TIMEOUT, "web1"],
-    );
-    out.status(6);
-    let last = out
-        .messages()
-        .last()
-        .copied()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(
-        last.starts_with(&format!(
-            "flakem: web1 was rolled back to {old}: not confirmed"
-        )),
-        "{}",
-        out.context()
-    );
-    assert!(
-        last.contains("Permission denied"),
-        "ssh's own error: {last}"
-    );
-    let web1 = bed.host("web1");
-    assert_eq!(web1.readlink("/run/current-system").as_ref(), Some(&old));
-    assert_no_guard(&web1, &out);
+    let args = ["switch-push", "--rollback-timeout", TIMEOUT, "web1"];
+    // ssh's own error says why.
+    assert_rolled_back(&bed, &args, &old, "Permission denied (publickey)");
 }
 
 #[test]
@@ -97,22 +92,13 @@ fn a_failed_activation_is_rolled_back_at_once() {
     let old = host_with_system(&mut bed, "web1");
     deployed_generation(&mut bed, "web1", "failing");
     // A deadline the test would notice: the rollback must not wait for it.
-    let out = run(&bed, &["switch-push", "--rollback-timeout", "10m", "web1"]);
-    out.status(6);
-    let last = out
-        .messages()
-        .last()
-        .copied()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(
-        last.contains("`nixos-rebuild` failed with exit status 4"),
-        "{}",
-        out.context()
+    let args = ["switch-push", "--rollback-timeout", "10m", "web1"];
+    assert_rolled_back(
+        &bed,
+        &args,
+        &old,
+        "`nixos-rebuild` failed with exit status 4",
     );
-    let web1 = bed.host("web1");
-    assert_eq!(web1.readlink("/run/current-system").as_ref(), Some(&old));
-    assert_no_guard(&web1, &out);
 }
 
 #[test]
@@ -121,32 +107,16 @@ fn a_failing_health_check_rolls_back_and_says_why() {
     let old = host_with_system(&mut bed, "web1");
     deployed_generation(&mut bed, "web1", "unhealthy");
     let check = "echo the service is down >&2; exit 3";
-    let out = run(
-        &bed,
-        &[
-            "switch-push",
-            "--health-check",
-            "true",
-            "--health-check",
-            check,
-            "web1",
-        ],
-    );
-    out.status(6);
-    let last = out
-        .messages()
-        .last()
-        .copied()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(
-        last.contains("--health-check it failed (exit 3): the service is down"),
-        "{}",
-        out.context()
-    );
-    let web1 = bed.host("web1");
-    assert_eq!(web1.readlink("/run/current-system").as_ref(), Some(&old));
-    assert_no_guard(&web1, &out);
+    let args = [
+        "switch-push",
+        "--health-check",
+        "true",
+        "--health-check",
+        check,
+        "web1",
+    ];
+    let why = "--health-check it failed (exit 3): the service is down";
+    assert_rolled_back(&bed, &args, &old, why);
 }
 
 #[test]
