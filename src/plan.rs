@@ -394,7 +394,12 @@ impl Deploy<'_> {
             }
             Placement::Push => {
                 steps.push(realise_here);
-                steps.push(self.copy(vec![system]));
+                // ng's `--store-path` copies the system itself, through flakem's connection;
+                // `--diff` needs it on the host before the activation.
+                let ng_copies = kind == Kind::Nixos && cx.dialect == Dialect::Ng && !job.diff;
+                if !ng_copies {
+                    steps.push(self.copy(vec![system]));
+                }
             }
         }
         steps
