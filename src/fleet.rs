@@ -2,7 +2,7 @@
 //! a bounded number at a time. One host failing never stops or hides the others; a summary
 //! (a table, or JSON with `--json`) ends a run of several hosts.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -82,7 +82,7 @@ impl Run<'_> {
         let mut outcomes: Vec<Outcome> = self.parts.iter().map(outcome).collect();
         let everyone: Vec<usize> = (0..self.parts.len()).collect();
         // Checks: all hosts at once, and nothing is built unless every host passes.
-        let mut checked = self.phase(everyone.len(), &everyone, |p| &p.plan.checks, false);
+        let mut checked = self.phase(everyone.len(), &everyone, |p| &p.plan.checks, false, false);
         if self.job.command.activates_remotely() {
             self.same_machines(&mut checked);
         }
@@ -98,7 +98,7 @@ impl Run<'_> {
         let mut ready = everyone;
         if self.parts.iter().any(|p| !p.plan.prepare.is_empty()) {
             let jobs = self.job.parallel(ready.len());
-            let prepared = self.phase(jobs, &ready, |p| &p.plan.prepare, false);
+            let prepared = self.phase(jobs, &ready, |p| &p.plan.prepare, false, false);
             ready = self.record(Phase::Prepare, prepared, &ready, &mut outcomes);
             if let Err(error) = self.confirm(&ready) {
                 for &i in &ready {
@@ -107,14 +107,28 @@ impl Run<'_> {
                 return outcomes;
             }
         }
-        let deployed = self.phase(
-            self.job.parallel(ready.len()),
-            &ready,
-            |p| &p.plan.steps,
-            true,
-        );
-        self.record(Phase::Deploy, deployed, &ready, &mut outcomes);
+        self.deploy(&ready, &mut outcomes);
         outcomes
+    }
+
+    /// The hosts' steps: `--canary` hosts first, the others only if every canary came
+    /// through; a rolling run stops at the first host that did not, and the rest are
+    /// skipped.
+    fn deploy(&self, ready: &[usize], outcomes: &mut [Outcome]) {
+        let (canaries, rest) = ready.split_at(self.job.canary.min(ready.len()));
+        for (group, waiting) in [(canaries, rest), (rest, &[][..])] {
+            if group.is_empty() {
+                continue;
+            }
+            let jobs = self.job.parallel(group.len());
+            let halt = self.job.halts(jobs);
+            let results = self.phase(jobs, group, |p| &p.plan.steps, true, halt);
+            let through = self.record(Phase::Deploy, results, group, outcomes);
+            if through.len() < group.len() {
+                skip(waiting, outcomes);
+                return;
+            }
+        }
     }
 
     /// What the summary shows of each host however the run ended: the system of a host
@@ -129,22 +143,24 @@ impl Run<'_> {
     }
 
     /// Runs `steps` of the hosts `which`, `jobs` at a time, timing each; with `last`, each
-    /// host's masters close as soon as it is done. Hosts not started before Ctrl-C stay
-    /// `None`.
+    /// host's activation is settled (its guard) and its masters close as soon as it is done.
+    /// Hosts not started before Ctrl-C, or after a failure when it `halt`s, stay `None`.
     fn phase(
         &self,
         jobs: usize,
         which: &[usize],
         steps: for<'p> fn(&'p Part<'p>) -> &'p Vec<Step>,
         last: bool,
+        halt: bool,
     ) -> Vec<Option<(f64, Result<(), Failure>)>> {
         let next = AtomicUsize::new(0);
+        let halted = AtomicBool::new(false);
         let results = Mutex::new((0..self.parts.len()).map(|_| None).collect::<Vec<_>>());
         std::thread::scope(|s| {
             for _ in 0..jobs.max(1) {
                 s.spawn(|| {
                     while let Some(&i) = which.get(next.fetch_add(1, Ordering::SeqCst)) {
-                        if signals::interrupted() {
+                        if signals::interrupted() || halted.load(Ordering::SeqCst) {
                             break;
                         }
                         let started = Instant::now();
@@ -154,6 +170,7 @@ impl Run<'_> {
                             result = executor.settle(self.parts[i].plan, result);
                             executor.finish(self.parts[i].plan);
                         }
+                        halted.fetch_or(halt && result.is_err(), Ordering::SeqCst);
                         lock(&results)[i] = Some((started.elapsed().as_secs_f64(), result));
                     }
                 });

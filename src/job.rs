@@ -31,6 +31,10 @@ pub struct Job {
     pub gc_older_than: Option<GcAge>,
     pub build_host: Option<Host>,
     pub jobs: Option<usize>,
+    /// `--canary`: how many hosts deploy before the others, who wait for them.
+    pub canary: usize,
+    /// `--keep-going`: a rolling run does not stop at a host that failed.
+    pub keep_going: bool,
     pub json: bool,
     pub log_dir: Option<PathBuf>,
     /// Build and copy first, show what changes, then activate.
@@ -175,6 +179,8 @@ impl Job {
             gc_older_than: gc.filter(|g| !g.no_gc).map(|g| g.gc_older_than),
             build_host: push.and_then(|p| p.build_host),
             jobs: options.jobs.map(usize::from),
+            canary: options.canary.map_or(0, usize::from),
+            keep_going: options.keep_going,
             json: options.json,
             log_dir: options.log_dir,
             diff: confirm || diff.is_some_and(|d| d.diff),
@@ -257,6 +263,12 @@ impl Job {
             )));
         }
         Ok(())
+    }
+
+    /// Whether a run of `hosts` at a time stops at the first host that failed or was
+    /// rolled back: a rolling one (one at a time), unless `--keep-going`.
+    pub fn halts(&self, at_a_time: usize) -> bool {
+        at_a_time == 1 && !self.keep_going
     }
 
     /// `<flake>#<target>`, as nixos-rebuild takes it.

@@ -37,6 +37,17 @@ pub struct Options {
           value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: Option<u16>,
 
+    /// Several hosts: deploy these first (in the order given; @all and @pattern in name
+    /// order), and the others only if every one of them came through
+    #[arg(long, value_name = "N", global = true,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub canary: Option<u16>,
+
+    /// A rolling run (resets, or --jobs 1) goes on after a host that failed or was rolled
+    /// back, instead of stopping there
+    #[arg(long, global = true)]
+    pub keep_going: bool,
+
     /// Print the summary as JSON on stdout (children's output goes to stderr)
     #[arg(long, global = true)]
     pub json: bool,

@@ -223,3 +223,85 @@ fn a_host_whose_flakem_was_killed_reverts_by_itself() {
     assert_eq!(web1.readlink("/run/current-system").as_ref(), Some(&new));
     assert_no_guard(&web1, &out);
 }
+
+/// Each host's `result` in a `--json` summary, in order.
+fn results(out: &Outcome) -> Vec<String> {
+    let rows: Value = serde_json::from_str(&out.stdout).expect("stdout is only JSON");
+    let rows = rows.as_array().expect("a list of hosts").iter();
+    rows.map(|r| r["result"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Three hosts, the first of which gets a configuration that locks the user out.
+fn first_locks_out() -> TestBed {
+    let mut bed = TestBed::with_hosts(&["web1", "web2", "db"]);
+    for host in ["web1", "web2", "db"] {
+        host_with_system(&mut bed, host);
+    }
+    deployed_generation(&mut bed, "web1", "lockout");
+    deployed_generation(&mut bed, "web2", "next");
+    deployed_generation(&mut bed, "db", "next");
+    bed
+}
+
+#[test]
+fn a_rolling_run_stops_at_the_first_host_rolled_back_unless_told_to_go_on() {
+    let bed = first_locks_out();
+    let args = [
+        "switch-push",
+        "--json",
+        "--jobs",
+        "1",
+        "--rollback-timeout",
+        TIMEOUT,
+    ];
+    let out = run(&bed, &[&args[..], &["web1,web2,db"]].concat());
+    out.status(1);
+    assert_eq!(
+        results(&out),
+        ["rolled-back", "skipped", "skipped"],
+        "{}",
+        out.context()
+    );
+    let out = run(
+        &bed,
+        &[&args[..], &["--keep-going", "web1,web2,db"]].concat(),
+    );
+    out.status(1);
+    assert_eq!(
+        results(&out),
+        ["rolled-back", "ok", "ok"],
+        "{}",
+        out.context()
+    );
+}
+
+#[test]
+fn the_others_wait_for_the_canaries() {
+    let bed = first_locks_out();
+    let args = [
+        "switch-push",
+        "--json",
+        "--canary",
+        "1",
+        "--rollback-timeout",
+        TIMEOUT,
+    ];
+    let out = run(&bed, &[&args[..], &["web1,web2,db"]].concat());
+    out.status(1);
+    assert_eq!(
+        results(&out),
+        ["rolled-back", "skipped", "skipped"],
+        "{}",
+        out.context()
+    );
+    // A canary that comes through lets the others go.
+    let out = run(&bed, &[&args[..], &["web2,db,web1"]].concat());
+    out.status(1);
+    assert_eq!(
+        results(&out),
+        ["ok", "ok", "rolled-back"],
+        "{}",
+        out.context()
+    );
+}
