@@ -224,8 +224,12 @@ fn a_host_whose_flakem_was_killed_reverts_by_itself() {
     assert_no_guard(&web1, &out);
 }
 
-/// Each host's `result` in a `--json` summary, in order.
-fn results(out: &Outcome) -> Vec<String> {
+/// `switch-push --json` of `hosts` with `options`, which must end with exit 1 (a host was
+/// rolled back): each host's `result`, in order.
+fn results(bed: &TestBed, options: &[&str], hosts: &str) -> Vec<String> {
+    let base = ["switch-push", "--json", "--rollback-timeout", TIMEOUT];
+    let out = run(bed, &[&base[..], options, &[hosts]].concat());
+    out.status(1);
     let rows: Value = serde_json::from_str(&out.stdout).expect("stdout is only JSON");
     let rows = rows.as_array().expect("a list of hosts").iter();
     rows.map(|r| r["result"].as_str().unwrap_or_default().to_owned())
@@ -247,61 +251,23 @@ fn first_locks_out() -> TestBed {
 #[test]
 fn a_rolling_run_stops_at_the_first_host_rolled_back_unless_told_to_go_on() {
     let bed = first_locks_out();
-    let args = [
-        "switch-push",
-        "--json",
-        "--jobs",
-        "1",
-        "--rollback-timeout",
-        TIMEOUT,
-    ];
-    let out = run(&bed, &[&args[..], &["web1,web2,db"]].concat());
-    out.status(1);
-    assert_eq!(
-        results(&out),
-        ["rolled-back", "skipped", "skipped"],
-        "{}",
-        out.context()
-    );
-    let out = run(
-        &bed,
-        &[&args[..], &["--keep-going", "web1,web2,db"]].concat(),
-    );
-    out.status(1);
-    assert_eq!(
-        results(&out),
-        ["rolled-back", "ok", "ok"],
-        "{}",
-        out.context()
-    );
+    let rolling = ["--jobs", "1"];
+    let results_of = |more: &[&str]| results(&bed, &[&rolling[..], more].concat(), "web1,web2,db");
+    assert_eq!(results_of(&[]), ["rolled-back", "skipped", "skipped"]);
+    assert_eq!(results_of(&["--keep-going"]), ["rolled-back", "ok", "ok"]);
 }
 
 #[test]
 fn the_others_wait_for_the_canaries() {
     let bed = first_locks_out();
-    let args = [
-        "switch-push",
-        "--json",
-        "--canary",
-        "1",
-        "--rollback-timeout",
-        TIMEOUT,
-    ];
-    let out = run(&bed, &[&args[..], &["web1,web2,db"]].concat());
-    out.status(1);
+    let canary = ["--canary", "1"];
     assert_eq!(
-        results(&out),
-        ["rolled-back", "skipped", "skipped"],
-        "{}",
-        out.context()
+        results(&bed, &canary, "web1,web2,db"),
+        ["rolled-back", "skipped", "skipped"]
     );
     // A canary that comes through lets the others go.
-    let out = run(&bed, &[&args[..], &["web2,db,web1"]].concat());
-    out.status(1);
     assert_eq!(
-        results(&out),
-        ["ok", "ok", "rolled-back"],
-        "{}",
-        out.context()
+        results(&bed, &canary, "web2,db,web1"),
+        ["ok", "ok", "rolled-back"]
     );
 }
