@@ -12,7 +12,7 @@ use crate::ssh::{Connection, Ssh};
 
 /// The transient unit, and the directory in the host's `/run` where it keeps its state: one
 /// guard per host at a time (arming fails while one is there, as with a second deploy).
-pub const UNIT: &str = "flakem-guard";
+const UNIT: &str = "flakem-guard";
 const DIR: &str = "/run/flakem-guard";
 
 /// The longest the guard waits for an activation to start and end (a build before it
@@ -161,6 +161,8 @@ pub fn arm(
     root_script(ssh, master, host, sudo, ARM, &args)
 }
 
+/// The guard of `host`'s plan: how flakem confirms the activation after `checks`, has the
+/// host put the recorded system back, reads what it did, and removes it.
 pub fn guard(ssh: &Ssh, host: &Host, sudo: bool, timeout: Duration, checks: &[String]) -> Guard {
     let fresh = Connection::Fresh;
     let dir = [DIR.to_owned()];
