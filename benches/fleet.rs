@@ -48,8 +48,15 @@ const QUIET_BUDGET: Duration = Duration::from_secs(150);
 const RUN_DEADLINE: Duration = Duration::from_secs(180);
 /// Issue 5's targets.
 const TARGET_RATIO: f64 = 1.5;
-const TARGET_OWN_EVALUATIONS: usize = 1;
+/// Issue 13's: system evaluations (flakem's + nixos-rebuild's) per run, 1 host (the plain
+/// nixos-rebuild plan) and 8 (one evaluation for the fleet); ssh logins per host per run,
+/// guarded (the confirmation is a new connection) and with `--no-rollback`.
+const TARGET_SYSTEM_EVALUATIONS: [(usize, usize); 2] = [(0, 1), (1, 0)];
+const TARGET_LOGINS: [usize; 2] = [2, 1];
 const TARGET_CACHED_MS: f64 = 100.0;
+
+/// The options of guarded deploys and of deploys without the guard.
+const GUARD: [&[&str]; 2] = [&[], &["--no-rollback"]];
 
 /// The runs made with the nix shim, untimed: label, number of hosts, options.
 const SHIMMED: [(&str, usize, &[&str]); 4] = [
@@ -74,15 +81,20 @@ fn main() {
     // A first generation everywhere, so that every measured run is a real redeploy.
     bench.deploy(&HOSTS, "warm", &[], false);
 
-    // (1) 1 host and 8, then the reference (nixos-rebuild alone) the same, and (3) plain and
-    // `--diff` to 1 host: each round runs every kind, each pair in an order that alternates,
-    // so that drift on the (shared) machine hits both sides of a comparison alike.
-    let [mut flakem, mut bare, mut diff] = [(); 3].map(|_| [Vec::new(), Vec::new()]);
+    // (1) 1 host and 8, guarded and (5) with `--no-rollback`, then the reference
+    // (nixos-rebuild alone) the same, and (3) plain and `--diff` to 1 host: each round runs
+    // every kind, each pair in an order that alternates, so that drift on the (shared)
+    // machine hits both sides of a comparison alike.
+    let mut deploys = [(); 2].map(|_| [Vec::new(), Vec::new()]);
+    let [mut bare, mut diff] = [(); 2].map(|_| [Vec::new(), Vec::new()]);
     for r in 0..runs {
         let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
         for (i, n) in order.map(|i| (i, [1, 8][i])) {
-            let run = bench.deploy(&HOSTS[..n], &format!("s{r}-{n}"), &[], false);
-            flakem[i].push(run);
+            for g in order {
+                let generation = format!("{}{r}-{n}", ["s", "u"][g]);
+                let run = bench.deploy(&HOSTS[..n], &generation, GUARD[g], false);
+                deploys[g][i].push(run);
+            }
         }
         for (i, n) in order.map(|i| (i, [1, 8][i])) {
             bare[i].push(bench.bare(&HOSTS[..n], &format!("n{r}-{n}")));
@@ -107,8 +119,10 @@ fn main() {
 
     let completion = bench.completion(completions);
     let busy = [busy_before, background_busy(Duration::from_secs(2))];
+    let [flakem, unguarded] = deploys;
     let report = Report {
         flakem,
+        unguarded,
         bare,
         diff,
         diff_eight,
@@ -118,7 +132,8 @@ fn main() {
     };
     let waited = QUIET_BUDGET.saturating_sub(bench.quiet_budget);
     let took = started.elapsed();
-    let kept = report.flakem.iter().chain(&report.diff).flatten();
+    let kept = [&report.flakem, &report.unguarded, &report.diff].into_iter();
+    let kept = kept.flatten().flatten();
     let kept = Stats::over(kept.chain([&report.diff_eight]), Run::others_share);
     let discarded = match &bench.discarded[..] {
         [] => String::new(),
@@ -275,6 +290,8 @@ impl Bench {
                 self.bed.set_generation(host, &generation);
             }
             let log_from = self.nix_log_len();
+            let logins = |bed: &TestBed| hosts.iter().map(|h| accepted(&bed.host(h))).collect();
+            let before: Vec<usize> = logins(&self.bed);
             let (others, busy, own) = (others_ticks(&bed_dir), cpu_ticks().0, children_cpu());
             let started = Instant::now();
             let timed = start(self, &generation);
@@ -287,6 +304,9 @@ impl Bench {
                 started,
                 timed,
                 nix: self.nix_starts_since(log_from),
+                logins: (logins(&self.bed).iter().zip(before))
+                    .map(|(a, b): (&usize, _)| a - b)
+                    .collect(),
             };
             assert!(
                 run.timed.status.success(),
@@ -472,6 +492,11 @@ fn check_summary(timed: &Timed, hosts: &[&str], generation: &str) {
     }
 }
 
+/// "Accepted publickey" lines in the host's sshd log so far.
+fn accepted(host: &testbed::Host) -> usize {
+    host.sshd_log().matches("Accepted publickey").count()
+}
+
 /// Starts `commands` all at once, stdout to /dev/null, and waits for every one.
 fn spawn_all(commands: impl Iterator<Item = Command>) -> Vec<Output> {
     let start = |mut c: Command| c.stdout(Stdio::null()).stderr(Stdio::piped()).spawn();
@@ -569,12 +594,13 @@ fn others_ticks(bed_dir: &str) -> u64 {
 const FLAKEM: &str = "flakem";
 const STAND_IN: &str = "nixos-rebuild (stand-in)";
 
-/// A nix command line: who ran it (`FLAKEM`, `STAND_IN` or "other") and its subcommand
-/// (`store diff-closures` for two words).
+/// A nix command line: who ran it (`FLAKEM`, `STAND_IN` or "other"), its subcommand
+/// (`store diff-closures` for two words), and whether it names a host's system.
 struct NixCall {
     who: &'static str,
     subcommand: String,
     flake_attribute: bool,
+    system: bool,
 }
 
 impl NixCall {
@@ -601,10 +627,14 @@ impl NixCall {
             }
         }
         let flake_attribute = args.iter().any(|a| a.contains('#'));
+        let system = args
+            .iter()
+            .any(|a| a.contains("config.system.build.toplevel"));
         NixCall {
             who,
             subcommand,
             flake_attribute,
+            system,
         }
     }
 
@@ -651,6 +681,8 @@ struct Run {
     started: Instant,
     timed: Timed,
     nix: Vec<NixCall>,
+    /// Each host's ssh logins during the run ("Accepted publickey" lines in its sshd log).
+    logins: Vec<usize>,
     /// CPU seconds over the run: the machine's busy time, flakem's process tree's (this
     /// machine's side: not the hosts' sshd sessions), other work's.
     cpu_busy: f64,
@@ -658,26 +690,30 @@ struct Run {
     cpu_others: f64,
 }
 
-/// Evaluating nix processes of a run, by who ran them: from the trace lines (flakem's, the
-/// stand-in's `$ nix … eval` and `$ nix … build <flake>#…`) and from the shim's log.
-#[derive(Default)]
+/// Evaluating nix processes of a run (from its trace lines or the shim's log): system
+/// evaluations (of a host's `config.system.build.toplevel`: flakem's `nix eval` of the
+/// `drvPath`s, the stand-in's `nix build <flake>#…`) by flakem and by nixos-rebuild,
+/// flakem's evaluation of the names, and any other.
+#[derive(Clone, Copy, Default, PartialEq)]
 struct Evaluations {
     flakem: usize,
-    rebuild_eval: usize,
-    rebuild_build: usize,
-    shim_flakem: usize,
-    shim_rebuild: usize,
-    shim_other: usize,
+    rebuild: usize,
+    names: usize,
+    other: usize,
 }
 
 impl Evaluations {
-    fn rebuild(&self) -> usize {
-        self.rebuild_eval + self.rebuild_build
-    }
-
-    /// The trace lines and the shim agree.
-    fn consistent(&self) -> bool {
-        self.flakem == self.shim_flakem && self.rebuild() == self.shim_rebuild
+    fn of<'a>(calls: impl Iterator<Item = &'a NixCall>) -> Evaluations {
+        let mut e = Evaluations::default();
+        for call in calls.filter(|c| c.evaluates()) {
+            *match (call.who, call.system) {
+                (FLAKEM, true) => &mut e.flakem,
+                (FLAKEM, false) => &mut e.names,
+                (STAND_IN, true) => &mut e.rebuild,
+                _ => &mut e.other,
+            } += 1;
+        }
+        e
     }
 }
 
@@ -704,83 +740,89 @@ impl Run {
         lines.map(|(at, line)| (*at - self.started, line.as_str()))
     }
 
+    /// From the trace lines.
     fn evaluations(&self) -> Evaluations {
-        let mut e = Evaluations::default();
-        for call in self
-            .lines()
-            .filter_map(|(_, l)| NixCall::traced(split_host(l).1))
-        {
-            match call.who {
-                FLAKEM if call.evaluates() => e.flakem += 1,
-                STAND_IN if call.subcommand == "eval" => e.rebuild_eval += 1,
-                STAND_IN if call.evaluates() => e.rebuild_build += 1,
-                _ => {}
-            }
-        }
-        for call in self.nix.iter().filter(|c| c.evaluates()) {
-            *match call.who {
-                FLAKEM => &mut e.shim_flakem,
-                STAND_IN => &mut e.shim_rebuild,
-                _ => &mut e.shim_other,
-            } += 1;
-        }
-        e
+        let lines = self.lines().map(|(_, l)| split_host(l).1);
+        Evaluations::of(lines.filter_map(NixCall::traced).collect::<Vec<_>>().iter())
     }
 
-    /// When each step of `STEPS` started for `host`, after the spawn.
-    fn steps(&self, host: &str) -> Option<[Duration; STEPS.len()]> {
+    /// When each step of `STEPS` started for `host`, after the spawn (`None`: not in this
+    /// run's plan), and when its last step ended (`+ ssh ... -O exit`).
+    fn steps(&self, host: &str) -> Option<(Vec<Option<Duration>>, Duration)> {
         let single = self.hosts.len() == 1;
-        // The lines of `host` (all lines when the run has one host), without the prefix.
+        // The lines of `host` and flakem's own (unprefixed), without the prefix.
         let lines: Vec<(Duration, &str)> = (self.lines())
             .filter_map(|(at, line)| match split_host(line) {
-                (Some(h), text) if h == host => Some((at, text)),
-                (None, text) if single => Some((at, text)),
-                _ => None,
+                (Some(h), _) if h != host => None,
+                (_, text) => Some((at, text)),
             })
             .collect();
-        let find = |after: Duration, what: &dyn Fn(&str) -> bool| {
+        let find = |after: Duration, (prefix, what): (&str, &str)| {
             let mut lines = lines.iter();
-            lines
-                .find(|(at, text)| *at >= after && what(text))
-                .map(|(at, _)| *at)
+            let found =
+                lines.find(|(at, t)| *at >= after && t.starts_with(prefix) && t.contains(what));
+            found.map(|(at, _)| *at)
         };
-        // When flakem's names evaluation ended: the first line after its `+ nix ... eval`.
-        let mut all = self.lines();
-        let names_eval = |l: &str| NixCall::traced(l).is_some_and(|c| c.evaluates());
-        all.find(|(_, l)| l.starts_with("+ nix ") && names_eval(l))?;
-        let (names, _) = all.next()?;
-        let nix_is = |text: &str, sub: &str| {
-            text.starts_with("$ ") && NixCall::traced(text).is_some_and(|c| c.subcommand == sub)
-        };
-        let ssh_with = |text: &str, prefix, what| text.starts_with(prefix) && text.contains(what);
-        let rebuild = find(names, &|t| t.starts_with("+ nixos-rebuild "))?;
-        let build = find(rebuild, &|t| nix_is(t, "build"))?;
-        let copy = find(build, &|t| nix_is(t, "copy"))?;
-        let profile = find(copy, &|t| ssh_with(t, "$ ssh ", " nix-env -p "))?;
-        let wait = find(profile, &|t| t.contains("activation takes"))?;
-        let activate = find(wait, &|t| ssh_with(t, "$ ssh ", "switch-to-configuration"))?;
-        let read = find(activate, &|t| {
-            ssh_with(t, "+ ssh ", "readlink -f /run/current-system")
-        })?;
-        Some([names, rebuild, build, copy, profile, wait, activate, read])
+        let (mut instants, mut last) = (Vec::new(), Duration::ZERO);
+        for (_, plans, starts) in &STEPS {
+            if *plans == [In::One, In::Many][usize::from(single)] {
+                instants.push(None);
+                continue;
+            }
+            last = match *starts {
+                Start::Spawn => Duration::ZERO,
+                // The first line after flakem's names evaluation, whichever host it is of.
+                Start::NamesDone => {
+                    let mut all = self.lines();
+                    let names = |l: &str| NixCall::traced(l).is_some_and(|c| c.evaluates());
+                    all.find(|(_, l)| l.starts_with("+ nix ") && names(l))?;
+                    all.next()?.0
+                }
+                Start::Line(prefix, what) => find(last, (prefix, what))?,
+            };
+            instants.push(Some(last));
+        }
+        Some((instants, find(last, ("+ ssh ", " -O exit "))?))
     }
 }
 
-/// What `Run::steps` times: from one instant to the next (the first starts at the spawn);
-/// then the tail, after the last host's `readlink` line.
-const STEPS: [&str; 8] = [
-    "flakem starts, evaluates the names (`+ nix ... eval`)",
-    "checks (ssh, machine id, sudo), dialect, until `+ nixos-rebuild`",
-    "the stand-in starts (bash, Python's argparse), until `$ nix build`",
-    "`nix build` of the flake attribute: evaluate and build",
-    "`nix copy` to the host",
-    "`ssh ... nix-env -p ... --set`: the profile",
-    "the activation wait (`FAKE_NIXOS_REBUILD_ACTIVATION_SECONDS=1`)",
-    "`ssh ... switch-to-configuration switch`, the stand-in exits, until flakem reads the \
-     system (`+ ssh ... readlink -f /run/current-system`)",
+/// Where a step starts: at the spawn, when flakem's names evaluation ended (the next line of
+/// its stderr), or at the first line of the host (or flakem's own, unprefixed) after the last
+/// step's that starts with the first text and holds the second.
+enum Start {
+    Spawn,
+    NamesDone,
+    Line(&'static str, &'static str),
+}
+
+/// The plans a step is in: 1 host's, several hosts', both.
+#[derive(PartialEq)]
+enum In {
+    One,
+    Many,
+    Both,
+}
+
+/// What `Run::steps` times in a guarded deploy (BENCHMARKS.md says what each step is): each
+/// runs from its line to the next step's in the run's plan, the last to the host's `ssh -O
+/// exit`; then the tail.
+#[rustfmt::skip]
+const STEPS: [(&str, In, Start); 13] = [
+    ("names evaluation", In::Both, Start::Spawn),
+    ("checks", In::Both, Start::NamesDone),
+    ("evaluation of every host's derivation", In::Many, Start::Line("+ nix ", ".drvPath")),
+    ("realise (the build, here)", In::Many, Start::Line("+ nix-store --realise ", "")),
+    ("guard arming", In::Both, Start::Line("+ ssh ", "systemd-run --unit")),
+    ("nixos-rebuild start", In::Both, Start::Line("+ ", " nixos-rebuild switch ")),
+    ("`nix build` (evaluation and build)", In::One, Start::Line("$ nix ", " build ")),
+    ("copy", In::Both, Start::Line("$ ", " copy ")),
+    ("profile", In::Both, Start::Line("$ ssh ", " nix-env -p ")),
+    ("activation wait (1 s)", In::Both, Start::Line("", "activation takes")),
+    ("activation", In::Both, Start::Line("$ ssh ", "switch-to-configuration")),
+    ("readlink", In::Both, Start::Line("+ ssh ", "'readlink -f /run/current-system'")),
+    ("confirmation", In::Both, Start::Line("+ ssh -o ControlPath=none ", "/confirmed")),
 ];
-const TAIL: &str = "after the last host's `readlink`: every connection closed (`ssh -O exit`), the \
-                    summary, exit";
+const TAIL: &str = "tail";
 
 #[derive(Serialize)]
 struct Completion {
@@ -807,6 +849,15 @@ fn signed(x: f64, decimals: usize, unit: &str) -> String {
     }
 }
 
+/// The same count everywhere, or the smallest and the largest.
+fn spread(values: impl Iterator<Item = usize>) -> String {
+    let stats = Stats::over(values, |v| v as f64);
+    match (stats.min, stats.max) {
+        (min, max) if min == max => format!("{min}"),
+        (min, max) => format!("{min}–{max}"),
+    }
+}
+
 /// The same count for every run, or each run's.
 fn same_or_each(values: impl Iterator<Item = usize>) -> String {
     let values: Vec<String> = values.map(|v| v.to_string()).collect();
@@ -823,6 +874,8 @@ fn med(runs: &[Run], figure: impl Fn(&Run) -> f64) -> f64 {
 struct Report {
     /// flakem's runs to 1 host and to 8; nixos-rebuild's alone, the reference, the same.
     flakem: [Vec<Run>; 2],
+    /// The same with `--no-rollback`: no guard.
+    unguarded: [Vec<Run>; 2],
     bare: [Vec<Run>; 2],
     /// Plain and `--diff`, 1 host.
     diff: [Vec<Run>; 2],
@@ -835,22 +888,21 @@ struct Report {
 impl Report {
     /// The figures of issue 5, (1) to (4), with its targets.
     fn results(&self) -> Table {
-        let ([one, eight], [bare_one, bare_eight], [plain, diff]) =
-            (&self.flakem, &self.bare, &self.diff);
-        let [t1s, t8s, b1s, b8s, tps, tds] =
-            [one, eight, bare_one, bare_eight, plain, diff].map(|r| med(r, Run::secs));
+        let ([one, eight], [un_one, un_eight]) = (&self.flakem, &self.unguarded);
+        let ([bare_one, bare_eight], [plain, diff]) = (&self.bare, &self.diff);
+        let [t1s, t8s, u1s, u8s, b1s, b8s, tps, tds] = [
+            one, eight, un_one, un_eight, bare_one, bare_eight, plain, diff,
+        ]
+        .map(|r| med(r, Run::secs));
         let ratio = t8s / t1s;
         let [e1, e8, ep, ed] = [one, eight, plain, diff].map(|r| r.iter().map(Run::evaluations));
         let [e1, e8, ep, ed] = [e1, e8, ep, ed].map(Vec::from_iter);
         let ed8 = self.diff_eight.evaluations();
-        let shim_evals = self.shimmed.each_ref().map(|(_, r)| r.evaluations());
-        let others: usize = shim_evals.iter().map(|e| e.shim_other).sum();
+        let shim_agrees =
+            (self.shimmed.iter()).all(|(_, r)| r.evaluations() == Evaluations::of(r.nix.iter()));
         let pick =
             |es: &[Evaluations], f: fn(&Evaluations) -> usize| same_or_each(es.iter().map(f));
-        let by_rebuild =
-            |es: &[_]| pick(es, |e| e.rebuild_eval) + " + " + &pick(es, |e| e.rebuild_build);
-        let own_and_rebuild =
-            |es: &[_]| pick(es, |e| e.flakem) + " + " + &pick(es, Evaluations::rebuild);
+        let own_and_rebuild = |es: &[_]| pick(es, |e| e.flakem) + " + " + &pick(es, |e| e.rebuild);
         let own8 = med(eight, |r| r.cpu_own);
         // What an 8-host run needed of this machine's CPUs: its busy time less other work's.
         let work8 = (med(eight, |r| r.cpu_busy) - med(eight, |r| r.cpu_others)).max(own8);
@@ -874,12 +926,25 @@ impl Report {
             let value = format!("{} ({})", secs(med(runs, Run::secs)), each.join(", "));
             row(&format!("{figure}, median (each run)"), value)
         };
-        let own_evaluations = |figure: &str, es: &[Evaluations]| {
-            let (target, ok) = (
-                TARGET_OWN_EVALUATIONS,
-                es.iter().all(|e| e.flakem == TARGET_OWN_EVALUATIONS),
-            );
-            met(figure, pick(es, |e| e.flakem), target.to_string(), ok)
+        let systems = |figure: &str, es: &[Evaluations], i: usize, why: &str| {
+            let t = TARGET_SYSTEM_EVALUATIONS[i];
+            let ok = es.iter().all(|e| (e.flakem, e.rebuild) == t);
+            let target = format!("{} + {} ({why})", t.0, t.1);
+            met(figure, own_and_rebuild(es), target, ok)
+        };
+        let guard_cost = |guarded: f64, without: f64| {
+            let share = signed((guarded / without - 1.0) * 100.0, 0, " %");
+            format!("{} ({share})", signed(guarded - without, 2, " s"))
+        };
+        let logins = |figure: &str, kinds: [&[Run]; 3]| {
+            let each: [Vec<usize>; 3] =
+                kinds.map(|runs| runs.iter().flat_map(|r| r.logins.clone()).collect());
+            let ok = (each.iter().zip(TARGET_LOGINS)).all(|(l, t)| l.iter().all(|n| *n == t));
+            let value = each.map(|l| spread(l.into_iter())).join(" / ");
+            let [g, u] = TARGET_LOGINS;
+            let target =
+                format!("{g} / {u} (issue 13: 1, and the guard confirms over a new connection)");
+            met(figure, value, target, ok)
         };
         let rows = [
             walls("(1) `switch-push` to 1 host, wall time", one),
@@ -937,35 +1002,30 @@ impl Report {
                 "(1) nix's \"SQLite database … is busy\" lines in the 8-host runs",
                 busy_lines.to_string(),
             ),
-            own_evaluations(
-                "(2) nix evaluations by flakem itself (`+ nix … eval`), 1 host",
+            systems(
+                "(2) system evaluations per run (nix processes evaluating a host's \
+                 `config.system.build.toplevel`), 1 host: flakem's + nixos-rebuild's",
                 &e1,
+                0,
+                "the plain nixos-rebuild plan",
             ),
-            own_evaluations(
-                "(2) nix evaluations by flakem itself (`+ nix … eval`), 8 hosts",
+            systems(
+                "(2) the same, 8 hosts at once",
                 &e8,
+                1,
+                "one evaluation for the fleet",
             ),
             row(
-                "(2) by nixos-rebuild (the stand-in), 1 host: `$ nix … eval` + `$ nix … build \
-                 <flake>#…`",
-                by_rebuild(&e1),
-            ),
-            row(
-                "(2) by nixos-rebuild (the stand-in), 8 hosts: `$ nix … eval` + `$ nix … build \
-                 <flake>#…`",
-                by_rebuild(&e8),
+                "(2) flakem's other evaluation per run, the configuration names: 1 host / 8 hosts",
+                pick(&e1, |e| e.names) + " / " + &pick(&e8, |e| e.names),
             ),
             row(
                 &format!(
-                    "(2) cross-check: the `nix` shim's count of evaluating nix processes (in {} \
-                     runs, not timed) matches the trace lines",
+                    "(2) cross-check: the `nix` shim's counts of evaluating nix processes (in {} \
+                     runs, not timed) match the trace lines, none by another parent",
                     self.shimmed.len()
                 ),
-                yes_no(shim_evals.iter().all(Evaluations::consistent))
-                    + &match others {
-                        0 => String::new(),
-                        n => format!(" ({n} evaluating nix processes had another parent)"),
-                    },
+                yes_no(shim_agrees),
             ),
             walls("(3) `switch-push` 1 host, wall time", plain),
             walls("(3) `switch-push --diff` 1 host, wall time", diff),
@@ -978,11 +1038,11 @@ impl Report {
                 ),
             ),
             row(
-                "(3) evaluations, 1 host, plain: flakem's own + nixos-rebuild's",
+                "(3) system evaluations, 1 host, plain: flakem's + nixos-rebuild's",
                 own_and_rebuild(&ep),
             ),
             row(
-                "(3) evaluations, 1 host, `--diff`: flakem's own + nixos-rebuild's",
+                "(3) system evaluations, 1 host, `--diff`: flakem's + nixos-rebuild's",
                 own_and_rebuild(&ed),
             ),
             row(
@@ -1001,9 +1061,9 @@ impl Report {
                 format!("{:.1} s / {own8:.1} s", self.diff_eight.cpu_own),
             ),
             met(
-                "(3) evaluations, 8 hosts, `--diff`: flakem's own + nixos-rebuild's",
+                "(3) system evaluations, 8 hosts, `--diff`: flakem's + nixos-rebuild's",
                 own_and_rebuild(std::slice::from_ref(&ed8)),
-                "flakem's own: as many as for 1 host".to_owned(),
+                "flakem's: as many as for 1 host".to_owned(),
                 ed.iter().all(|e| e.flakem == ed8.flakem),
             ),
             row(
@@ -1036,6 +1096,32 @@ impl Report {
                 c.cached_nix.to_string(),
             ),
             row("(4) names offered", c.words.clone()),
+            walls(
+                "(5) `switch-push --no-rollback` (no guard) to 1 host, wall time",
+                un_one,
+            ),
+            walls(
+                "(5) `switch-push --no-rollback` to 8 hosts at once, wall time",
+                un_eight,
+            ),
+            row(
+                "(5) what the guard costs a good deploy (difference of the medians): 1 host / 8 \
+                 hosts",
+                guard_cost(t1s, u1s) + " / " + &guard_cost(t8s, u8s),
+            ),
+            row(
+                "(5) 8 hosts ÷ 1 host without the guard (medians)",
+                format!("{:.2}", u8s / u1s),
+            ),
+            logins(
+                "(5) ssh logins per host per run (sshd's \"Accepted publickey\"), 1 host: \
+                 guarded / `--no-rollback` / nixos-rebuild alone",
+                [one, un_one, bare_one],
+            ),
+            logins(
+                "(5) the same, 8 hosts at once",
+                [eight, un_eight, bare_eight],
+            ),
         ];
         Table::new(["figure", "value", "target", "met"], rows)
     }
@@ -1043,13 +1129,12 @@ impl Report {
     /// Where the time of a plain deploy goes, and the CPU time it took.
     fn steps(&self) -> Table {
         let [one, eight] = &self.flakem;
-        let steps = STEPS
-            .iter()
-            .chain([&TAIL])
-            .zip(step_times(one).zip(step_times(eight)));
-        let steps = steps.map(|(label, ((a, _), (b, bw)))| {
-            let [a, b, bw] = [a, b, bw].map(|ms| format!("{ms:.0} ms"));
-            [label.to_string(), a, b, bw]
+        let labels = STEPS.iter().map(|s| s.0).chain([TAIL]);
+        let steps = labels.zip(step_times(one).zip(step_times(eight)));
+        let steps = steps.map(|(label, (a, b))| {
+            let ms = |t: Option<f64>| t.map_or("—".into(), |ms| format!("{ms:.0} ms"));
+            let [a, b, bw] = [a.map(|a| a.0), b.map(|b| b.0), b.map(|b| b.1)].map(ms);
+            [label.to_owned(), a, b, bw]
         });
         let whole = |label: &str, [one, eight]: &[Vec<Run>; 2], of: &dyn Fn(&[Run]) -> String| {
             [label.to_owned(), of(one), String::new(), of(eight)]
@@ -1059,6 +1144,11 @@ impl Report {
             whole("**whole run** (wall time, median)", &self.flakem, &|runs| {
                 format!("**{:.0} ms**", med(runs, Run::secs) * 1e3)
             }),
+            whole(
+                "the same without the guard (`--no-rollback`)",
+                &self.unguarded,
+                &|runs| format!("{:.0} ms", med(runs, Run::secs) * 1e3),
+            ),
             whole(
                 "CPU time of flakem's process tree on this machine (flakem, stand-in, nix, ssh; \
                  median)",
@@ -1095,6 +1185,8 @@ impl Report {
             for call in &run.nix {
                 let name = match call.subcommand.as_str() {
                     "build" if call.flake_attribute => "build <flake>#…",
+                    "eval" if call.system => "eval …toplevel.drvPath",
+                    "eval" => "eval …attrNames…",
                     sub => sub,
                 };
                 *counts.entry((call.who, name)).or_insert(0) += 1;
@@ -1114,33 +1206,36 @@ impl Report {
 }
 
 /// Median over `runs` (and their hosts) of each step's milliseconds, and the median over runs
-/// of the slowest host's; the last is the tail after the last host's `readlink` (one per run).
-fn step_times(runs: &[Run]) -> impl Iterator<Item = (f64, f64)> {
-    let (mut pooled, mut slowest) = (vec![Vec::new(); STEPS.len() + 1], Vec::new());
+/// of the slowest host's (`None` for a step not in their plan); the last is the tail after the
+/// last host's `ssh -O exit` (one per run).
+fn step_times(runs: &[Run]) -> impl Iterator<Item = Option<(f64, f64)>> {
+    let n = STEPS.len() + 1;
+    let (mut pooled, mut slowest) = (vec![Vec::new(); n], Vec::new());
     for run in runs {
-        let mut worst = [0.0_f64; STEPS.len() + 1];
-        let mut last_read = Duration::ZERO;
+        let mut worst = vec![None; n];
+        let mut last_exit = Duration::ZERO;
         for host in &run.hosts {
-            let Some(instants) = run.steps(host) else {
+            let Some((instants, end)) = run.steps(host) else {
                 eprintln!("{host}: not every step's line found");
                 continue;
             };
-            let mut from = Duration::ZERO;
-            for (i, at) in instants.iter().enumerate() {
-                let took = millis(at.saturating_sub(from));
+            let mut next = end;
+            for (i, at) in instants.iter().enumerate().rev() {
+                let Some(at) = *at else { continue };
+                let took = millis(next.saturating_sub(at));
                 pooled[i].push(took);
-                worst[i] = worst[i].max(took);
-                from = *at;
+                worst[i] = Some(took.max(worst[i].unwrap_or(0.0)));
+                next = at;
             }
-            last_read = last_read.max(from);
+            last_exit = last_exit.max(end);
         }
-        worst[STEPS.len()] = millis(run.wall().saturating_sub(last_read));
-        pooled[STEPS.len()].push(worst[STEPS.len()]);
+        worst[n - 1] = Some(millis(run.wall().saturating_sub(last_exit)));
+        pooled[n - 1].extend(worst[n - 1]);
         slowest.push(worst);
     }
-    let median = move |i: usize| {
+    (0..n).map(move |i| {
         let pooled = Stats::over(&pooled[i], |ms| *ms).median;
-        (pooled, Stats::over(&slowest, |w| w[i]).median)
-    };
-    (0..=STEPS.len()).map(median)
+        let worst = Stats::over(&slowest, |w| w[i]).median;
+        (!pooled.is_nan()).then_some((pooled, worst))
+    })
 }
