@@ -271,3 +271,24 @@ fn the_others_wait_for_the_canaries() {
         ["ok", "ok", "rolled-back"]
     );
 }
+
+/// Health checks that pass, but take longer together than the host's deadline: the host's
+/// decision came first (one lock decides), so the confirmation is too late and the host put
+/// the old system back.
+#[test]
+fn a_confirmation_after_the_hosts_deadline_is_too_late() {
+    let mut bed = TestBed::with_hosts(&["web1"]);
+    let old = host_with_system(&mut bed, "web1");
+    deployed_generation(&mut bed, "web1", "slow-to-confirm");
+    let slow = ["--health-check", "sleep 0.9"];
+    let args = [
+        &["switch-push", "--rollback-timeout", "1s"][..],
+        &slow,
+        &slow,
+        &slow,
+        &["web1"],
+    ]
+    .concat();
+    let why = "its deadline came before the confirmation";
+    assert_rolled_back(&bed, &args, &old, why);
+}
