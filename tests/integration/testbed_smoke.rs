@@ -2,7 +2,8 @@
 //! each test asks.
 
 use crate::testbed::{
-    APT_LINE, Kind, Reboot, Sudo, TestBed, missing_prerequisites, output_with_deadline, poll_until,
+    APT_LINE, COST_TRACE_OWN, COST_TRACE_SHARED, Kind, Reboot, Sudo, TestBed,
+    missing_prerequisites, output_with_deadline, poll_until,
 };
 use std::ffi::OsStr;
 use std::path::Path;
@@ -457,6 +458,94 @@ fn generations_and_kinds_of_the_test_flake() {
     let home = bed.build("homeConfigurations.\"alice@bigmachine\".activationPackage");
     assert!(home.ends_with("-gen-3"), "{home}");
     assert!(Path::new(&home).join("activate").is_file());
+}
+
+/// `nix eval` (with the bed's environment, in its flake) of `args`: stdout and the
+/// cost model's trace lines on stderr: (shared part, own parts' configuration names).
+fn nix_eval_cost(bed: &TestBed, args: &[&str]) -> (String, usize, Vec<String>) {
+    let mut nix = bed.command("nix");
+    nix.arg("eval").args(args);
+    let output = output_with_deadline(&mut nix, NIX_TIMEOUT);
+    assert_success(&format!("nix eval {args:?}"), &output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let shared = stderr
+        .lines()
+        .filter(|l| l.starts_with(COST_TRACE_SHARED))
+        .count();
+    let mut own: Vec<String> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix(COST_TRACE_OWN))
+        .map(|rest| rest.split(' ').next().unwrap_or_default().to_string())
+        .collect();
+    own.sort();
+    (text(&output.stdout), shared, own)
+}
+
+#[test]
+fn evaluation_cost_model_is_shared_once_per_nix_process() {
+    let mut bed = TestBed::new();
+    let names: Vec<String> = (1..=8).map(|i| format!("node{i}")).collect();
+    for name in &names {
+        bed.set_generation(name, "a");
+    }
+    let drv_attr =
+        |name: &str| format!(".#nixosConfigurations.{name}.config.system.build.toplevel.drvPath");
+    // Off (a new bed): evaluating costs nothing and says nothing.
+    let (off, shared, own) = nix_eval_cost(&bed, &["--raw", &drv_attr("node1")]);
+    assert_eq!((shared, own.len()), (0, 0), "the model is off by default");
+
+    bed.set_evaluation_cost(true);
+    // One process per configuration, as one nixos-rebuild per host: each pays the shared part.
+    let mut shared_total = 0;
+    let mut own_total = Vec::new();
+    let mut on = String::new();
+    for name in &names {
+        let (drv, shared, own) = nix_eval_cost(&bed, &["--raw", &drv_attr(name)]);
+        assert_eq!(own, vec![name.clone()], "{name}'s own part, once");
+        shared_total += shared;
+        own_total.extend(own);
+        if name == "node1" {
+            on = drv;
+        }
+    }
+    assert_eq!(shared_total, 8, "8 processes: the shared part 8 times");
+    assert_eq!(own_total.len(), 8);
+    // The model's results are in the derivation: another store path, with its attribute.
+    assert_ne!(off, on, "the cost model feeds node1's derivation");
+    let mut show = bed.command("nix");
+    show.args(["show-derivation", &on]);
+    let shown = output_with_deadline(&mut show, NIX_TIMEOUT);
+    assert_success("nix show-derivation", &shown);
+    assert!(
+        text(&shown.stdout).contains("\"evaluationCost\""),
+        "{}",
+        text(&shown.stdout)
+    );
+
+    // All 8 in one nix process (as flakem's fleet evaluation): the shared part once. New
+    // generations, so that nix's evaluation cache has seen none of this flake's content.
+    for name in &names {
+        bed.set_generation(name, "b");
+    }
+    let list: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+    let apply = format!(
+        "cs: map (n: cs.${{n}}.config.system.build.toplevel.drvPath) [ {} ]",
+        list.join(" ")
+    );
+    let (json, shared, own) = nix_eval_cost(
+        &bed,
+        &["--json", ".#nixosConfigurations", "--apply", &apply],
+    );
+    assert_eq!(json.matches(".drv\"").count(), 8, "{json}");
+    assert_eq!(shared, 1, "one process: the shared part once");
+    assert_eq!(own, names, "each configuration's own part, once each");
+
+    // Off again: nothing paid, the same derivation as before the model.
+    bed.set_generation("node1", "a");
+    bed.set_evaluation_cost(false);
+    let (again, shared, own) = nix_eval_cost(&bed, &["--raw", &drv_attr("node1")]);
+    assert_eq!((shared, own.len()), (0, 0));
+    assert_eq!(again, off);
 }
 
 #[test]
