@@ -2,7 +2,7 @@
 //! evaluations, `--diff` and completion, with references, on the test bed. It writes
 //! benches/results/fleet.json and the `fleet-*` parts of BENCHMARKS.md, which says how each
 //! figure is measured. `cargo bench --bench fleet` as root; `FLAKEM_BENCH_RUNS=N` (11) and
-//! `FLAKEM_BENCH_COMPLETIONS=N` (20) for a quick try.
+//! `FLAKEM_BENCH_COMPLETIONS=N` (20) and `FLAKEM_BENCH_COST_RUNS=N` (5) for a quick try.
 
 // Only part of the bed is used here.
 #[allow(dead_code, unused_imports)]
@@ -54,6 +54,16 @@ const TARGET_RATIO: f64 = 1.5;
 const TARGET_SYSTEM_EVALUATIONS: [(usize, usize); 2] = [(0, 1), (1, 0)];
 const TARGET_LOGINS: [usize; 2] = [2, 1];
 const TARGET_CACHED_MS: f64 = 100.0;
+/// Rounds with the test flake's evaluation cost model on (issue 13), each of flakem and
+/// nixos-rebuild alone, 1 host and 8.
+const COST_RUNS: usize = 5;
+/// Issue 13's targets: with the cost model on, flakem 8 hosts ÷ flakem 1 host, flakem 8 hosts
+/// ÷ 8 parallel nixos-rebuild, peak evaluation memory 8 hosts ÷ 1 host; with it off (the
+/// trivial flake), flakem 8 hosts ÷ 8 parallel nixos-rebuild.
+const TARGET_COST_RATIO: f64 = 1.5;
+const TARGET_COST_VS_REBUILD: f64 = 0.6;
+const TARGET_COST_MEMORY: f64 = 1.5;
+const TARGET_TRIVIAL_VS_REBUILD: f64 = 1.1;
 
 /// The options of guarded deploys and of deploys without the guard.
 const GUARD: [&[&str]; 2] = [&[], &["--no-rollback"]];
@@ -107,6 +117,29 @@ fn main() {
     }
     let diff_eight = bench.deploy(&HOSTS, "d-eight", &["--diff"], false);
 
+    // (6) The test flake's evaluation cost model on (issue 13): flakem and nixos-rebuild
+    // alone, 1 host and 8, interleaved as above, each nix process's peak memory recorded.
+    let cost_runs = env_count("FLAKEM_BENCH_COST_RUNS", COST_RUNS);
+    bench.bed.set_evaluation_cost(true);
+    bench.memory = true;
+    bench.deploy(&HOSTS, "cwarm", &[], false);
+    let mut cost = [(); 2].map(|_| [Vec::new(), Vec::new()]);
+    for r in 0..cost_runs {
+        let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        for (i, n) in order.map(|i| (i, [1, 8][i])) {
+            for g in order {
+                let generation = format!("{}{r}-{n}", ["cs", "cn"][g]);
+                let run = match g {
+                    0 => bench.deploy(&HOSTS[..n], &generation, GUARD[0], false),
+                    _ => bench.bare(&HOSTS[..n], &generation),
+                };
+                cost[g][i].push(run);
+            }
+        }
+    }
+    bench.memory = false;
+    bench.bed.set_evaluation_cost(false);
+
     // (2) The evaluation counts of the timed runs come from their trace lines; these runs,
     // not timed, cross-check them with the nix shim (which costs every nix process a bash).
     let shimmed = SHIMMED.map(|(label, n, options)| {
@@ -126,6 +159,7 @@ fn main() {
         bare,
         diff,
         diff_eight,
+        cost,
         shimmed,
         builds,
         completion,
@@ -171,6 +205,8 @@ fn main() {
             "quiet_share": QUIET_SHARE,
             "others_max_share": OTHERS_MAX_SHARE,
             "attempts": ATTEMPTS,
+            "cost_model_runs_of_each_kind": cost_runs,
+            "cost_model": cost_model(),
         }),
         tables: vec![
             ("results", report.results()),
@@ -193,9 +229,14 @@ fn main() {
 
 struct Bench {
     bed: TestBed,
-    /// PATH without the nix shim, and with it first.
-    paths: [OsString; 2],
+    /// PATH without the nix shim, with it first, and with the memory shim first.
+    paths: [OsString; 3],
     nix_log: PathBuf,
+    /// One line per nix process started through the memory shim (`memory`): its peak RSS
+    /// in KB and its command line, written by `/usr/bin/time` when it ends.
+    rss_log: PathBuf,
+    /// Runs go through the memory shim (PATH `paths[2]`) when not through the nix shim.
+    memory: bool,
     /// What is left of the time the benchmark may wait for other work on the machine to end.
     quiet_budget: Duration,
     /// Runs repeated because of other work on the machine, and why.
@@ -228,13 +269,51 @@ impl Bench {
             &common::on_path("nix"),
         );
         fs::write(&nix_log, "").expect("create the nix log");
+        // The same for memory, without a bash in between to count: /usr/bin/time runs the
+        // real nix and appends "MAXRSS_KB COMMAND LINE" when it ends.
+        let mem_bin = bed.dir().join("bench/bin-mem");
+        let rss_log = bed.dir().join("bench/nix-rss");
+        let time = Path::new("/usr/bin/time");
+        assert!(
+            time.is_file(),
+            "the benchmark needs /usr/bin/time (Debian: time)"
+        );
+        common::write_shim(
+            &mem_bin.join("nix"),
+            "runs the real nix under /usr/bin/time, which records its peak memory.",
+            &format!(
+                "exec {} -a -o {} -f '%M %C' {} \"$@\"\n",
+                time.display(),
+                rss_log.display(),
+                common::on_path("nix").display()
+            ),
+            &common::on_path("nix"),
+        );
+        fs::write(&rss_log, "").expect("create the nix memory log");
         Bench {
-            paths: [common::search_path(&[]), common::search_path(&[&bin])],
+            paths: [
+                common::search_path(&[]),
+                common::search_path(&[&bin]),
+                common::search_path(&[&mem_bin]),
+            ],
             bed,
             nix_log,
+            rss_log,
+            memory: false,
             quiet_budget: QUIET_BUDGET,
             discarded: Vec::new(),
         }
+    }
+
+    fn rss_log_len(&self) -> usize {
+        fs::metadata(&self.rss_log).map_or(0, |m| m.len() as usize)
+    }
+
+    /// The nix processes that ended since `from` in the memory log.
+    fn rss_since(&self, from: usize) -> Vec<NixRss> {
+        let text = fs::read(&self.rss_log).unwrap_or_default();
+        let text = String::from_utf8_lossy(&text[from.min(text.len())..]).into_owned();
+        text.lines().filter_map(NixRss::logged).collect()
     }
 
     fn nix_log_len(&self) -> usize {
@@ -248,7 +327,12 @@ impl Bench {
     }
 
     fn command(&self, program: impl AsRef<OsStr>, shim: bool) -> Command {
-        let mut command = common::command(&self.bed, program, &self.paths[usize::from(shim)]);
+        let path = match (shim, self.memory) {
+            (true, _) => &self.paths[1],
+            (false, true) => &self.paths[2],
+            (false, false) => &self.paths[0],
+        };
+        let mut command = common::command(&self.bed, program, path);
         command.env(
             "FAKE_NIXOS_REBUILD_ACTIVATION_SECONDS",
             ACTIVATION_SECONDS.to_string(),
@@ -290,6 +374,7 @@ impl Bench {
                 self.bed.set_generation(host, &generation);
             }
             let log_from = self.nix_log_len();
+            let rss_from = self.rss_log_len();
             let logins = |bed: &TestBed| hosts.iter().map(|h| accepted(&bed.host(h))).collect();
             let before: Vec<usize> = logins(&self.bed);
             let (others, busy, own) = (others_ticks(&bed_dir), cpu_ticks().0, children_cpu());
@@ -304,6 +389,7 @@ impl Bench {
                 started,
                 timed,
                 nix: self.nix_starts_since(log_from),
+                nix_rss: self.rss_since(rss_from),
                 logins: (logins(&self.bed).iter().zip(before))
                     .map(|(a, b): (&usize, _)| a - b)
                     .collect(),
@@ -475,6 +561,15 @@ impl Bench {
         eprintln!("completion: {}", json!(completion));
         completion
     }
+}
+
+/// The numbers of the test flake's evaluation cost model (the attribute set that ends
+/// tests/fixtures/flake/cost.nix), on one line.
+fn cost_model() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flake/cost.nix");
+    let text = fs::read_to_string(path).expect("read tests/fixtures/flake/cost.nix");
+    let lines = text.lines().skip_while(|l| !l.starts_with('{'));
+    lines.map(str::trim).collect::<Vec<_>>().join(" ")
 }
 
 /// Panics unless flakem's `--json` summary has each of `hosts` `ok` with the fresh generation.
@@ -681,6 +776,8 @@ struct Run {
     started: Instant,
     timed: Timed,
     nix: Vec<NixCall>,
+    /// Its nix processes' peak memory (runs through the memory shim only).
+    nix_rss: Vec<NixRss>,
     /// Each host's ssh logins during the run ("Accepted publickey" lines in its sshd log).
     logins: Vec<usize>,
     /// CPU seconds over the run: the machine's busy time, flakem's process tree's (this
@@ -688,6 +785,26 @@ struct Run {
     cpu_busy: f64,
     cpu_own: f64,
     cpu_others: f64,
+}
+
+/// A nix process's peak memory (`/usr/bin/time`'s maximum resident set size) and whether
+/// it evaluated a host's system (its command line names `config.system.build.toplevel`:
+/// flakem's `nix eval` of the `drvPath`s, the stand-in's `nix build`).
+struct NixRss {
+    mb: f64,
+    system: bool,
+}
+
+impl NixRss {
+    fn logged(line: &str) -> Option<NixRss> {
+        let (kb, command) = line.split_once(' ')?;
+        let kb: f64 = kb.parse().ok()?;
+        let system = command.contains("config.system.build.toplevel");
+        Some(NixRss {
+            mb: kb / 1024.0,
+            system,
+        })
+    }
 }
 
 /// Evaluating nix processes of a run (from its trace lines or the shim's log): system
@@ -718,6 +835,14 @@ impl Evaluations {
 }
 
 impl Run {
+    /// The largest system-evaluating nix process's peak memory, and the sum of them all (the
+    /// 8 nixos-rebuilds' run at once: their sum is what the machine must hold), in MB.
+    fn eval_memory(&self) -> (f64, f64) {
+        let systems = self.nix_rss.iter().filter(|r| r.system).map(|r| r.mb);
+        let (max, sum) = systems.fold((0.0_f64, 0.0_f64), |(m, s), mb| (m.max(mb), s + mb));
+        (max, sum)
+    }
+
     fn wall(&self) -> Duration {
         self.timed.ended - self.started
     }
@@ -880,6 +1005,8 @@ struct Report {
     /// Plain and `--diff`, 1 host.
     diff: [Vec<Run>; 2],
     diff_eight: Run,
+    /// With the cost model on: flakem's and nixos-rebuild alone's runs, to 1 host and to 8.
+    cost: [[Vec<Run>; 2]; 2],
     shimmed: [(&'static str, Run); 4],
     builds: Vec<[f64; 2]>,
     completion: Completion,
@@ -1123,7 +1250,104 @@ impl Report {
                 [eight, un_eight, bare_eight],
             ),
         ];
+        let rows = rows.into_iter().chain(self.cost_rows(b8s, t8s));
         Table::new(["figure", "value", "target", "met"], rows)
+    }
+
+    /// (6): issue 13's figures with the test flake's evaluation cost model on, and its target
+    /// for the trivial flake (the cost model off: `t8s` flakem's 8 hosts, `b8s` nixos-rebuild
+    /// alone's, medians of (1)).
+    fn cost_rows(&self, b8s: f64, t8s: f64) -> Vec<[String; 4]> {
+        let [[one, eight], [bare_one, bare_eight]] = &self.cost;
+        let [t1, t8, b1, b8] = [one, eight, bare_one, bare_eight].map(|r| med(r, Run::secs));
+        let row =
+            |figure: &str, value: String| [figure.into(), value, String::new(), String::new()];
+        let met = |figure: &str, value: String, target: String, ok: bool| {
+            [figure.to_owned(), value, target, yes_no(ok)]
+        };
+        let walls = |figure: &str, runs: &[Run]| {
+            let each: Vec<String> = runs.iter().map(|r| format!("{:.2}", r.secs())).collect();
+            let value = format!("{} ({})", secs(med(runs, Run::secs)), each.join(", "));
+            row(&format!("{figure}, median (each run)"), value)
+        };
+        let max_mb = |runs: &[Run]| med(runs, |r| r.eval_memory().0);
+        let sum_mb = |runs: &[Run]| med(runs, |r| r.eval_memory().1);
+        let [m1, m8, bm1, bm8] = [one, eight, bare_one, bare_eight].map(|r| max_mb(r));
+        let [s1, s8, bs1, bs8] = [one, eight, bare_one, bare_eight].map(|r| sum_mb(r));
+        let (trivial, cost_ratio, vs_rebuild, memory) = (t8s / b8s, t8 / t1, t8 / b8, s8 / s1);
+        vec![
+            met(
+                "(1) flakem 8 hosts ÷ 8 parallel nixos-rebuild, trivial flake (cost model off; \
+                 medians)",
+                format!("**{trivial:.2}**"),
+                format!("≤ {TARGET_TRIVIAL_VS_REBUILD}"),
+                trivial <= TARGET_TRIVIAL_VS_REBUILD,
+            ),
+            walls("(6) cost model on: `switch-push` to 1 host, wall time", one),
+            walls(
+                "(6) cost model on: `switch-push` to 8 hosts at once, wall time",
+                eight,
+            ),
+            walls(
+                "(6) cost model on, reference: `nixos-rebuild switch` (the stand-in) alone, 1 host",
+                bare_one,
+            ),
+            walls(
+                "(6) cost model on, reference: 8 of them started at once, until the last ends",
+                bare_eight,
+            ),
+            met(
+                "(6) **flakem 8 hosts ÷ flakem 1 host**, cost model on (medians)",
+                format!("**{cost_ratio:.2}**"),
+                format!(
+                    "≤ {TARGET_COST_RATIO} (≤ {:.2} s here)",
+                    TARGET_COST_RATIO * t1
+                ),
+                cost_ratio <= TARGET_COST_RATIO,
+            ),
+            met(
+                "(6) **flakem 8 hosts ÷ 8 parallel nixos-rebuild**, cost model on (medians)",
+                format!("**{vs_rebuild:.2}**"),
+                format!(
+                    "≤ {TARGET_COST_VS_REBUILD} (≤ {:.2} s here)",
+                    TARGET_COST_VS_REBUILD * b8
+                ),
+                vs_rebuild <= TARGET_COST_VS_REBUILD,
+            ),
+            row(
+                "(6) reference: 8 ÷ 1 for nixos-rebuild alone, cost model on",
+                format!("{:.2}", b8 / b1),
+            ),
+            row(
+                "(6) peak memory of the largest system-evaluating nix process (max RSS, median \
+                 over runs): flakem 1 host / 8 hosts; nixos-rebuild alone 1 / 8",
+                format!("{m1:.0} MB / {m8:.0} MB; {bm1:.0} MB / {bm8:.0} MB"),
+            ),
+            row(
+                "(6) the system-evaluating nix processes' peak memory summed over a run (what \
+                 runs at once must hold; median): flakem 1 host / 8 hosts; nixos-rebuild alone \
+                 1 / 8",
+                format!("{s1:.0} MB / {s8:.0} MB; {bs1:.0} MB / {bs8:.0} MB"),
+            ),
+            met(
+                "(6) **peak evaluation memory, flakem 8 hosts ÷ 1 host** (the sums)",
+                format!("**{memory:.2}**"),
+                format!("≤ {TARGET_COST_MEMORY}"),
+                memory <= TARGET_COST_MEMORY,
+            ),
+            row(
+                "(6) system-evaluating nix processes per run, flakem 1 host / 8 hosts; \
+                 nixos-rebuild alone 1 / 8 (from the memory shim)",
+                [one, eight, bare_one, bare_eight]
+                    .map(|runs| {
+                        spread(
+                            runs.iter()
+                                .map(|r| r.nix_rss.iter().filter(|n| n.system).count()),
+                        )
+                    })
+                    .join(" / "),
+            ),
+        ]
     }
 
     /// Where the time of a plain deploy goes, and the CPU time it took.
