@@ -306,24 +306,26 @@ impl Bench {
     }
 
     fn rss_log_len(&self) -> usize {
-        fs::metadata(&self.rss_log).map_or(0, |m| m.len() as usize)
+        log_len(&self.rss_log)
     }
 
     /// The nix processes that ended since `from` in the memory log.
     fn rss_since(&self, from: usize) -> Vec<NixRss> {
-        let text = fs::read(&self.rss_log).unwrap_or_default();
-        let text = String::from_utf8_lossy(&text[from.min(text.len())..]).into_owned();
-        text.lines().filter_map(NixRss::logged).collect()
+        log_since(&self.rss_log, from)
+            .lines()
+            .filter_map(NixRss::logged)
+            .collect()
     }
 
     fn nix_log_len(&self) -> usize {
-        fs::metadata(&self.nix_log).map_or(0, |m| m.len() as usize)
+        log_len(&self.nix_log)
     }
 
     fn nix_starts_since(&self, from: usize) -> Vec<NixCall> {
-        let text = fs::read(&self.nix_log).unwrap_or_default();
-        let text = String::from_utf8_lossy(&text[from.min(text.len())..]).into_owned();
-        text.lines().map(NixCall::logged).collect()
+        log_since(&self.nix_log, from)
+            .lines()
+            .map(NixCall::logged)
+            .collect()
     }
 
     fn command(&self, program: impl AsRef<OsStr>, shim: bool) -> Command {
@@ -1462,4 +1464,15 @@ fn step_times(runs: &[Run]) -> impl Iterator<Item = Option<(f64, f64)>> {
         let worst = Stats::over(&slowest, |w| w[i]).median;
         (!pooled.is_nan()).then_some((pooled, worst))
     })
+}
+
+/// How long a shim's log is now: where the next run's lines start.
+fn log_len(log: &Path) -> usize {
+    fs::metadata(log).map_or(0, |m| m.len() as usize)
+}
+
+/// What a shim logged since `from` (a `log_len`).
+fn log_since(log: &Path, from: usize) -> String {
+    let text = fs::read(log).unwrap_or_default();
+    String::from_utf8_lossy(&text[from.min(text.len())..]).into_owned()
 }
