@@ -14,6 +14,10 @@ pub enum Value {
     Drv,
     /// The built system's store path.
     System,
+    /// The system a host ran before the deploy, as a reset recorded it.
+    Recorded,
+    /// That system's profile generation (`system-N-link`).
+    Generation,
 }
 
 impl Value {
@@ -22,6 +26,8 @@ impl Value {
         match self {
             Value::Drv => "<drv>",
             Value::System => "<system>",
+            Value::Recorded => "<recorded>",
+            Value::Generation => "<generation>",
         }
     }
 }

@@ -161,11 +161,11 @@ impl Command {
             && !self.home()
     }
 
-    /// Commands whose activation on a remote host is guarded: the host reverts by itself
-    /// unless a new connection confirms it (the resets confirm after their reboot, which
-    /// is yet to come).
+    /// Commands whose activation on a remote host must be confirmed: a `switch` or `test`
+    /// by a new connection, or the host reverts by itself; a reset's new boot by its
+    /// health checks, or flakem boots the host back into what it ran.
     pub fn guards(self) -> bool {
-        self.takes_action()
+        self.takes_action() || self.resets()
     }
 
     /// Commands that wait for a host, and so take `--timeout`.

@@ -29,6 +29,8 @@ struct Learnt {
     machine_ids: Vec<(Host, String)>,
     /// Whether a guard was armed on the host: it must be confirmed or seen to roll back.
     armed: bool,
+    /// What the host ran before the activation, as the guard or a reset recorded it.
+    recorded: Option<verdict::Recorded>,
 }
 
 /// Runs one host's plan, printing through its console.
@@ -112,9 +114,12 @@ impl<'a> Executor<'a> {
 
     /// `step` with the values learnt so far in place of their placeholders.
     fn resolved(&self, step: &Step) -> Step {
+        let recorded = self.learnt.recorded.as_ref();
         let values = [
-            (Value::Drv, &self.learnt.drv),
-            (Value::System, &self.learnt.system),
+            (Value::Drv, self.learnt.drv.as_deref()),
+            (Value::System, self.learnt.system.as_deref()),
+            (Value::Recorded, recorded.map(|r| r.system.as_str())),
+            (Value::Generation, recorded.map(|r| r.generation.as_str())),
         ];
         let mut step = step.clone();
         for (value, learnt) in values {
@@ -168,20 +173,7 @@ impl<'a> Executor<'a> {
                 verdict::reboot(cmd.program(), end)
             }
             Step::CloseMaster { cmd, .. } => process::traced(console, cmd).map(drop),
-            Step::WaitForNewBoot {
-                host,
-                resolve,
-                attempt,
-                close,
-                timeout,
-                ssh,
-            } => {
-                let w = self.wait_for(host, resolve, *timeout, ssh);
-                let old = self.learnt.boot_id.as_deref().unwrap_or_default();
-                let new = wait::new_boot(&w, attempt, close, old)?;
-                self.learnt.new_boot_id = Some(new);
-                Ok(())
-            }
+            Step::WaitForNewBoot { .. } => self.new_boot(step),
             Step::VerifyBooted(cmd) => {
                 verdict::booted(&self.read(cmd)?, self.system().unwrap_or(""))
             }
@@ -197,7 +189,39 @@ impl<'a> Executor<'a> {
                 Ok(())
             }
             Step::ArmGuard { host, cmd, .. } => self.arm(host, cmd),
+            Step::RecordSystem { host, cmd } => {
+                self.learnt.recorded = Some(verdict::recorded(host, &self.read(cmd)?)?);
+                Ok(())
+            }
+            Step::ConfirmBoot {
+                host,
+                health_checks,
+                boot_back,
+            } => self.confirm_boot(host, health_checks, boot_back),
         }
+    }
+
+    /// Waits for the host to answer with a new boot id; one that never does gets the
+    /// name of what to boot by hand.
+    fn new_boot(&mut self, step: &Step) -> Result<(), Error> {
+        let Step::WaitForNewBoot {
+            host,
+            resolve,
+            attempt,
+            close,
+            timeout,
+            ssh,
+        } = step
+        else {
+            return Ok(());
+        };
+        let w = self.wait_for(host, resolve, *timeout, ssh);
+        let old = self.learnt.boot_id.as_deref().unwrap_or_default();
+        let recorded = self.learnt.recorded.as_ref();
+        let new = wait::new_boot(&w, attempt, close, old)
+            .map_err(|e| verdict::never_came_back(e, recorded))?;
+        self.learnt.new_boot_id = Some(new);
+        Ok(())
     }
 
     fn check_host(
@@ -218,8 +242,39 @@ impl<'a> Executor<'a> {
     fn arm(&mut self, host: &Host, cmd: &Cmd) -> Result<(), Error> {
         let out = process::reported(self.console, cmd)?;
         process::not_interrupted()?;
-        verdict::armed(host, &out)?;
+        self.learnt.recorded = Some(verdict::armed(host, &out)?);
         self.learnt.armed = true;
+        Ok(())
+    }
+
+    /// Each health check of a reset's new boot; should one fail, the host boots back into
+    /// the recorded system, proven like any reboot, and the plan ends with exit 6.
+    fn confirm_boot(
+        &mut self,
+        host: &Host,
+        checks: &[Cmd],
+        boot_back: &[Step],
+    ) -> Result<(), Error> {
+        for check in checks {
+            let out = process::reported(self.console, check)?;
+            process::not_interrupted()?;
+            if out.status.success() {
+                continue;
+            }
+            let why = format!("--health-check {}", verdict::not_confirmed(&out));
+            self.console.say(&format!(
+                "{host}'s new boot was not confirmed ({why}): booting it back into the system \
+                 it ran"
+            ));
+            for step in boot_back {
+                self.step(step)?;
+            }
+            return Err(Error::RolledBack {
+                host: host.to_string(),
+                why,
+                running: self.system().unwrap_or_default().to_owned(),
+            });
+        }
         Ok(())
     }
 
@@ -286,7 +341,14 @@ impl<'a> Executor<'a> {
         })?;
         self.remove(guard)?;
         self.learnt.system = Some(state.running.clone());
-        verdict::put_back(&guard.host, &state, why, failure)
+        let recorded = self.learnt.recorded.as_ref().map(|r| r.system.as_str());
+        verdict::put_back(
+            &guard.host,
+            &state,
+            recorded.unwrap_or_default(),
+            why,
+            failure,
+        )
     }
 
     fn remove(&self, guard: &Guard) -> Result<(), Error> {

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::cmd::{Cmd, Word};
+use crate::cmd::{Cmd, Value, Word};
 use crate::names::Host;
 use crate::ssh::{Connection, Ssh};
 
@@ -16,40 +16,63 @@ const UNIT: &str = "flakem-guard";
 const DIR: &str = "/run/flakem-guard";
 
 /// The longest the guard waits for an activation to start and end (a build before it
-/// included) before it gives up and exits, having changed nothing.
+/// included) before it gives up and removes itself, having changed nothing.
 const LONGEST_WAIT: Duration = Duration::from_secs(6 * 3600);
 
+/// After its decision, how long a guard keeps its result for flakem to read (flakem reads
+/// it within seconds, then removes the guard); then it removes itself, so that a flakem
+/// killed or cut off leaves nothing on the host.
+const LINGER: Duration = Duration::from_secs(30);
+
+/// The unit's own limit (`RuntimeMaxSec`) allows this for the recorded system's
+/// switch-to-configuration, past the longest wait, the deadline and the linger.
+const ROLLBACK_ALLOWANCE: Duration = Duration::from_secs(3600);
+
+/// Puts the profile back to the recorded system (`$recorded`): to its own generation
+/// (`$generation`, a `system-N-link`) when that still holds it, else to a new one.
+macro_rules! profile_back {
+    () => {
+        "if [ \"$(readlink -f \"/nix/var/nix/profiles/$generation\")\" = \"$recorded\" ]; \
+         then n=${generation#system-}; \
+         nix-env -p /nix/var/nix/profiles/system --switch-generation \"${n%-link}\"; \
+         else nix-env -p /nix/var/nix/profiles/system --set \"$recorded\"; fi"
+    };
+}
+
 /// The guard, in POSIX sh. Arguments: its directory, the seconds to wait for the
-/// confirmation after the activation ended, and the action (`switch` or `test`). The
-/// system to put back and its profile generation are in `recorded`, written when it was
-/// armed. The activation has ended when the running system is another and no
-/// switch-to-configuration runs: the host sees it by itself, whatever became of flakem.
-/// It ends with one word in `result`: `confirmed`, `unchanged` (nothing to put back), or
-/// `rolled-back`; a confirmation and the deadline are decided under one lock.
+/// confirmation after the activation ended, the action (`switch` or `test`), the longest
+/// wait for the activation and how long to keep its result. The system to put back and its
+/// profile generation are in `recorded`, written when it was armed. The activation has
+/// ended when the running system is another and no switch-to-configuration runs: the host
+/// sees it by itself, whatever became of flakem. It ends with one word in `result`:
+/// `confirmed`, `unchanged` (nothing to put back), or `rolled-back`; a confirmation and the
+/// deadline are decided under one lock.
 const SCRIPT: &[&str] = &[
     "set -u",
-    "dir=$1 timeout=$2 action=$3",
-    "profile=/nix/var/nix/profiles/system",
+    "dir=$1 timeout=$2 action=$3 longest=$4 linger=$5",
     "recorded=$(sed -n 1p \"$dir/recorded\")",
     "generation=$(sed -n 2p \"$dir/recorded\")",
     "PATH=\"$recorded/sw/bin:$PATH\"",
     "running() { readlink -f /run/current-system; }",
     "activating() { pgrep -f \"switch-to-configuration (switch|test|boot)\" >/dev/null 2>&1; }",
     "uptime() { cut -d. -f1 /proc/uptime; }",
-    "finish() { echo \"$1\" > \"$dir/result\"; exit 0; }",
-    "roll_back() { exec 9> \"$dir/lock\"; flock 9; \
-     [ -e \"$dir/confirmed\" ] && finish confirmed; \
-     while activating; do sleep 1; done; \
-     [ \"$(running)\" = \"$recorded\" ] && finish unchanged; \
-     echo rolling-back > \"$dir/result\"; flock -u 9; \
-     if [ \"$action\" = switch ]; then case $generation in \
-     system-*-link) n=${generation#system-}; \
-     nix-env -p \"$profile\" --switch-generation \"${n%-link}\" ;; \
-     *) nix-env -p \"$profile\" --set \"$recorded\" ;; esac; fi; \
-     \"$recorded/bin/switch-to-configuration\" \"$action\"; finish rolled-back; }",
+    "finish() { echo \"$1\" > \"$dir/result\"; \
+     [ \"$1\" = confirmed ] || sleep \"$linger\"; rm -rf \"$dir\"; exit 0; }",
+    concat!(
+        "roll_back() { exec 9> \"$dir/lock\"; flock 9; \
+         [ -e \"$dir/confirmed\" ] && finish confirmed; \
+         while activating; do sleep 1; done; \
+         [ \"$(running)\" = \"$recorded\" ] && finish unchanged; \
+         echo rolling-back > \"$dir/result\"; flock -u 9; \
+         if [ \"$action\" = switch ]; then ",
+        profile_back!(),
+        "; fi; \"$recorded/bin/switch-to-configuration\" \"$action\"; finish rolled-back; }"
+    ),
+    "given_up=$(( $(uptime) + longest ))",
     "until [ \"$(running)\" != \"$recorded\" ] && ! activating; do \
      [ -e \"$dir/confirmed\" ] && finish confirmed; \
-     [ -e \"$dir/roll-back\" ] && roll_back; sleep 1; done",
+     [ -e \"$dir/roll-back\" ] && roll_back; \
+     [ \"$(uptime)\" -lt \"$given_up\" ] || finish unchanged; sleep 1; done",
     "deadline=$(( $(uptime) + timeout ))",
     "while [ \"$(uptime)\" -lt \"$deadline\" ]; do \
      [ -e \"$dir/confirmed\" ] && finish confirmed; \
@@ -57,20 +80,40 @@ const SCRIPT: &[&str] = &[
     "roll_back",
 ];
 
+/// Puts back the recorded system (`$1`, of generation `$2`) as the boot default: a reset's
+/// new boot that was not confirmed. The reboot into it is a step of its own.
+const BOOT_BACK: &[&str] = &[
+    "set -e",
+    "recorded=$1 generation=$2",
+    profile_back!(),
+    "\"$recorded/bin/switch-to-configuration\" boot",
+];
+
+/// Prints the running system and the profile's generation (`system-N-link`): what a guard
+/// puts back.
+macro_rules! record {
+    () => {
+        "{ readlink -f /run/current-system; readlink /nix/var/nix/profiles/system || true; }"
+    };
+}
+const RECORD: &[&str] = &[record!()];
+
 /// Arms the guard over flakem's connection to the host: records the running system and the
 /// profile's generation (printed, two lines), then starts the unit.
 const ARM: &[&str] = &[
     "set -e",
-    // A guard that ended while flakem was gone left its directory: only a running one
-    // stops this deploy (exit 17).
-    "if [ -e \"$1\" ]; then if systemctl is-active -q \"$5\"; then exit 17; fi; rm -rf \"$1\"; fi",
+    // A guard that has decided only keeps its result for a flakem that is gone: only one
+    // still deciding stops this deploy (exit 17).
+    "if [ -e \"$1\" ]; then case $(cat \"$1/result\" 2>/dev/null) in \
+     confirmed|unchanged|rolled-back) ;; \
+     *) if systemctl is-active -q \"$5\"; then exit 17; fi ;; esac; \
+     systemctl stop \"$5\" 2>/dev/null || true; rm -rf \"$1\"; fi",
     "mkdir -m 700 \"$1\"",
     "printf %s \"$2\" > \"$1/guard.sh\"",
-    "{ readlink -f /run/current-system; readlink /nix/var/nix/profiles/system || true; } \
-     > \"$1/recorded\"",
+    concat!(record!(), " > \"$1/recorded\""),
     "cat \"$1/recorded\"",
-    "systemd-run --unit \"$5\" --collect --quiet --no-ask-password -p \"RuntimeMaxSec=$6\" \
-     -- /bin/sh \"$1/guard.sh\" \"$1\" \"$3\" \"$4\"",
+    "systemd-run --unit \"$5\" --collect --quiet --no-ask-password -p \"RuntimeMaxSec=$8\" \
+     -- /bin/sh \"$1/guard.sh\" \"$1\" \"$3\" \"$4\" \"$6\" \"$7\"",
 ];
 
 /// Confirms under the guard's lock (exit 6 when the deadline came first), then removes the
@@ -85,11 +128,11 @@ const CONFIRM: &[&str] = &[
     REMOVE_WORDS,
 ];
 
-/// The guard's result (`waiting` until it has one), the running system, the recorded one.
+/// The guard's result (`waiting` until it has one, `gone` once it removed itself), and the
+/// running system.
 const STATE: &[&str] = &[
-    "cat \"$1/result\" 2>/dev/null || echo waiting",
+    "if [ -d \"$1\" ]; then cat \"$1/result\" 2>/dev/null || echo waiting; else echo gone; fi",
     "readlink -f /run/current-system",
-    "sed -n 1p \"$1/recorded\"",
 ];
 
 /// Stops the unit and removes the directory; prints whether the unit is still there.
@@ -157,23 +200,20 @@ pub fn arm(
         action.to_owned(),
         UNIT.to_owned(),
         LONGEST_WAIT.as_secs().to_string(),
+        LINGER.as_secs().to_string(),
+        (LONGEST_WAIT + timeout + LINGER + ROLLBACK_ALLOWANCE)
+            .as_secs()
+            .to_string(),
     ];
-    root_script(ssh, master, host, sudo, ARM, &args)
+    root_script(ssh, master, host, sudo, ARM, &args.map(Word::from))
 }
 
 /// The guard of `host`'s plan: how flakem confirms the activation after `checks`, has the
 /// host put the recorded system back, reads what it did, and removes it.
 pub fn guard(ssh: &Ssh, host: &Host, sudo: bool, timeout: Duration, checks: &[String]) -> Guard {
     let fresh = Connection::Fresh;
-    let dir = [DIR.to_owned()];
-    let unit = [DIR.to_owned(), UNIT.to_owned()];
-    let health_checks = checks
-        .iter()
-        .map(|check| {
-            let bounded = ["timeout", &timeout.as_secs().to_string(), "sh", "-c", check];
-            ssh.script(fresh, host, &[&bounded])
-        })
-        .collect();
+    let dir = [Word::from(DIR)];
+    let unit = [Word::from(DIR), Word::from(UNIT)];
     let flag = format!("{DIR}/roll-back");
     let order: Vec<&str> = match sudo {
         true => vec!["sudo", "touch", &flag],
@@ -181,7 +221,7 @@ pub fn guard(ssh: &Ssh, host: &Host, sudo: bool, timeout: Duration, checks: &[St
     };
     Guard {
         host: host.clone(),
-        health_checks,
+        health_checks: health_checks(ssh, host, timeout, checks),
         confirm: root_script(ssh, fresh, host, sudo, CONFIRM, &unit),
         roll_back: ssh.script(fresh, host, &[&order]),
         state: root_script(ssh, fresh, host, sudo, STATE, &dir),
@@ -192,6 +232,30 @@ pub fn guard(ssh: &Ssh, host: &Host, sudo: bool, timeout: Duration, checks: &[St
     }
 }
 
+/// Each `--health-check`, bounded by `timeout`, over a new connection of its own.
+pub fn health_checks(ssh: &Ssh, host: &Host, timeout: Duration, checks: &[String]) -> Vec<Cmd> {
+    let secs = timeout.as_secs().to_string();
+    checks
+        .iter()
+        .map(|check| {
+            let bounded = ["timeout", secs.as_str(), "sh", "-c", check];
+            ssh.script(Connection::Fresh, host, &[&bounded])
+        })
+        .collect()
+}
+
+/// Reads the system a reset's host runs, and its generation, before the new one is
+/// activated: what it boots back into if the new boot is not confirmed.
+pub fn record(ssh: &Ssh, conn: Connection, host: &Host) -> Cmd {
+    root_script(ssh, conn, host, false, RECORD, &[])
+}
+
+/// Makes the recorded system the boot default again, for the reboot into it.
+pub fn boot_back(ssh: &Ssh, conn: Connection, host: &Host, sudo: bool) -> Cmd {
+    let args = [Value::Recorded, Value::Generation].map(Word::value);
+    root_script(ssh, conn, host, sudo, BOOT_BACK, &args)
+}
+
 /// `[sudo] sh -c SCRIPT sh ARGS...` on the host: every value an argument, never text of
 /// the script.
 fn root_script(
@@ -200,7 +264,7 @@ fn root_script(
     host: &Host,
     sudo: bool,
     script: &[&str],
-    args: &[String],
+    args: &[Word],
 ) -> Cmd {
     let script = script.join("; ");
     let mut words: Vec<Word> = match sudo {
@@ -208,6 +272,6 @@ fn root_script(
         false => Vec::new(),
     };
     words.extend(["sh", "-c", &script, "sh"].map(Word::from));
-    words.extend(args.iter().map(Word::from));
+    words.extend(args.iter().cloned());
     ssh.script_of(conn, host, &[words])
 }

@@ -75,11 +75,13 @@ pub struct DiffOptions {
 pub struct GuardOptions {
     /// How long the host waits, after the activation ended, for a new ssh connection (and
     /// every --health-check) to confirm it, before it puts the system it ran back by itself
+    /// (after a reset's reboot: how long each --health-check may take)
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_rollback_timeout)]
     pub rollback_timeout: Timeout,
 
-    /// A command run on the host as the ssh user after the activation; it must succeed
-    /// within the rollback timeout, or the host is rolled back (repeatable)
+    /// A command run on the host as the ssh user after the activation (after a reset, once
+    /// it booted the new system); it must succeed within the rollback timeout, or the host
+    /// is rolled back (repeatable)
     #[arg(long, value_name = "CMD")]
     pub health_check: Vec<String>,
 

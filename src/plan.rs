@@ -80,6 +80,17 @@ pub enum Step {
     },
     /// The closing line of a reset: host, boot ids, deployed system, time taken.
     Report { host: Host },
+    /// Prints the system a reset's host runs and its generation, before the new one is
+    /// activated: `<recorded>` and `<generation>`.
+    RecordSystem { host: Host, cmd: Cmd },
+    /// After a reset's reboot (whose connection, opened after it, is new): each
+    /// `--health-check`, over a new connection. Should one fail, `boot_back` puts back
+    /// `<recorded>` and reboots into it, and the plan ends with exit 6.
+    ConfirmBoot {
+        host: Host,
+        health_checks: Vec<Cmd>,
+        boot_back: Vec<Step>,
+    },
     /// Arms the guard of the activation that follows (the plan's `guard` confirms it); it
     /// prints the system it would put back.
     ArmGuard {
@@ -199,6 +210,15 @@ pub fn plan(job: &Job, machine: &Machine, cx: &Context) -> Plan {
         });
     }
     if job.command.resets() {
+        let before = Connection::Shared(&sockets.before);
+        let record = guard::record(cx.ssh, before, host);
+        steps.insert(
+            0,
+            Step::RecordSystem {
+                host: host.clone(),
+                cmd: record,
+            },
+        );
         steps.extend(reset(job, host, cx.ssh, &sockets));
     } else if cx.summary
         && placement.is_some_and(|h| h != Placement::Local)
@@ -634,49 +654,22 @@ const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 /// After `nixos-rebuild boot`: prove the reboot happened and that the host booted what was
 /// deployed, and only then collect garbage.
 fn reset(job: &Job, host: &Host, ssh: &Ssh, sockets: &Sockets) -> Vec<Step> {
-    let before = Connection::Shared(&sockets.before);
     let after = Connection::Shared(&sockets.after);
     let sudo: &[&str] = if job.sudo { &["sudo"] } else { &[] };
     let as_root = |words: &[&'static str]| [sudo, words].concat();
 
-    let mut steps = vec![
-        Step::ReadBootState {
+    let mut steps = reboot(job, host, ssh, &sockets.before, &sockets.after);
+    let checks = job.guard.as_ref().map_or(&[][..], |g| &g.health_checks[..]);
+    if let (Some(settings), false) = (&job.guard, checks.is_empty()) {
+        let mut boot_back = vec![Step::Run(guard::boot_back(ssh, after, host, job.sudo))];
+        boot_back.extend(reboot(job, host, ssh, &sockets.after, &sockets.after));
+        boot_back.push(Step::Report { host: host.clone() });
+        steps.push(Step::ConfirmBoot {
             host: host.clone(),
-            cmd: ssh.script(
-                before,
-                host,
-                &[
-                    &["cat", BOOT_ID],
-                    &["readlink", "-f", PROFILE],
-                    &["cat", "/etc/machine-id"],
-                ],
-            ),
-        },
-        Step::Reboot(ssh.script(before, host, &[&as_root(&["reboot"])])),
-        close(ssh, &sockets.before, host),
-        Step::WaitForNewBoot {
-            host: host.clone(),
-            resolve: ssh.resolve(host),
-            attempt: ssh.script(
-                Connection::NewMaster(&sockets.after),
-                host,
-                &[&["cat", BOOT_ID]],
-            ),
-            close: ssh.exit_master(&sockets.after, host),
-            timeout: job.timeout,
-            ssh: ssh.clone(),
-        },
-        Step::VerifyBooted(ssh.script(
-            after,
-            host,
-            &[&[
-                "readlink",
-                "-f",
-                "/run/booted-system",
-                "/run/current-system",
-            ]],
-        )),
-    ];
+            health_checks: guard::health_checks(ssh, host, settings.timeout, checks),
+            boot_back,
+        });
+    }
     if let Some(age) = job.gc_older_than {
         let age_args = age.nix_args();
         let gc: Vec<&str> = [sudo, &["nix-collect-garbage"]]
@@ -693,7 +686,48 @@ fn reset(job: &Job, host: &Host, ssh: &Ssh, sockets: &Sockets) -> Vec<Step> {
     steps
 }
 
-fn close(ssh: &Ssh, socket: &std::path::Path, host: &Host) -> Step {
+/// Reboots `host` over the master at `from` into the system its profile holds, and proves
+/// it came back on it over a new master at `to`.
+fn reboot(job: &Job, host: &Host, ssh: &Ssh, from: &Path, to: &Path) -> Vec<Step> {
+    let (from_conn, to_conn) = (Connection::Shared(from), Connection::Shared(to));
+    let sudo: &[&str] = if job.sudo { &["sudo"] } else { &[] };
+    vec![
+        Step::ReadBootState {
+            host: host.clone(),
+            cmd: ssh.script(
+                from_conn,
+                host,
+                &[
+                    &["cat", BOOT_ID],
+                    &["readlink", "-f", PROFILE],
+                    &["cat", "/etc/machine-id"],
+                ],
+            ),
+        },
+        Step::Reboot(ssh.script(from_conn, host, &[&[sudo, &["reboot"]].concat()])),
+        close(ssh, from, host),
+        Step::WaitForNewBoot {
+            host: host.clone(),
+            resolve: ssh.resolve(host),
+            attempt: ssh.script(Connection::NewMaster(to), host, &[&["cat", BOOT_ID]]),
+            close: ssh.exit_master(to, host),
+            timeout: job.timeout,
+            ssh: ssh.clone(),
+        },
+        Step::VerifyBooted(ssh.script(
+            to_conn,
+            host,
+            &[&[
+                "readlink",
+                "-f",
+                "/run/booted-system",
+                "/run/current-system",
+            ]],
+        )),
+    ]
+}
+
+fn close(ssh: &Ssh, socket: &Path, host: &Host) -> Step {
     Step::CloseMaster {
         socket: socket.to_owned(),
         cmd: ssh.exit_master(socket, host),
@@ -708,11 +742,8 @@ impl fmt::Display for Step {
             Step::CheckHost {
                 host, sudo, cmd, ..
             } => {
-                let sudo = if *sudo {
-                    ", sudo works without a password"
-                } else {
-                    ""
-                };
+                let sudo = sudo.then_some(", sudo works without a password");
+                let sudo = sudo.unwrap_or_default();
                 write!(
                     f,
                     "+ {cmd}\n# check: {host} answers ssh without a prompt{sudo}"
@@ -775,8 +806,39 @@ impl fmt::Display for Step {
                 f,
                 "# report: {host} rebooted from <boot-id> to <new-boot-id>, running <system>"
             ),
+            Step::RecordSystem { cmd, .. } => {
+                write!(f, "+ {cmd}\n# remember <recorded> and <generation>")
+            }
+            Step::ConfirmBoot {
+                host,
+                health_checks,
+                boot_back,
+            } => fmt_confirm_boot(f, host, health_checks, boot_back),
         }
     }
+}
+
+/// A reset's confirmation, and the boot back that runs only if it fails.
+fn fmt_confirm_boot(
+    f: &mut fmt::Formatter<'_>,
+    host: &Host,
+    health_checks: &[Cmd],
+    boot_back: &[Step],
+) -> fmt::Result {
+    write!(
+        f,
+        "# confirm the new boot: each --health-check, over a new connection:"
+    )?;
+    health_checks
+        .iter()
+        .try_for_each(|c| write!(f, "\n+ {c}"))?;
+    write!(
+        f,
+        "\n# if one fails, boot {host} back into <recorded> and prove it (exit 6), with these \
+         steps:"
+    )?;
+    boot_back.iter().try_for_each(|s| write!(f, "\n{s}"))?;
+    write!(f, "\n# (end of the steps if a check fails)")
 }
 
 impl Step {
@@ -799,7 +861,9 @@ impl Step {
             | Step::Copy { cmd, .. }
             | Step::Pipe { to: cmd, .. }
             | Step::ArmGuard { cmd, .. }
+            | Step::RecordSystem { cmd, .. }
             | Step::WaitForNewBoot { attempt: cmd, .. } => names(cmd),
+            Step::ConfirmBoot { boot_back, .. } => boot_back.iter().any(|s| s.goes_through(socket)),
             _ => false,
         }
     }
@@ -846,6 +910,8 @@ impl Step {
             Step::WaitForSsh { .. } => "ssh-wait".into(),
             Step::Report { .. } => "report".into(),
             Step::ArmGuard { .. } => "arm guard".into(),
+            Step::RecordSystem { .. } => "record system".into(),
+            Step::ConfirmBoot { .. } => "confirm boot".into(),
         }
     }
 }

@@ -214,14 +214,61 @@ pub fn probe_target(config: &str) -> Option<(String, u16)> {
     Some((value("hostname")?, value("port")?.parse().ok()?))
 }
 
-/// The system the guard would put back, as arming it printed it.
-pub fn armed(host: &Host, out: &Output) -> Result<String, Error> {
+/// The system a host ran before a deploy, which a guard or a reset's boot back puts back,
+/// and its profile generation (`system-N-link`; empty when the profile is not one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    pub system: String,
+    pub generation: String,
+}
+
+impl Recorded {
+    /// The generation's number, as a boot menu lists it.
+    pub fn number(&self) -> Option<u64> {
+        let n = self
+            .generation
+            .strip_prefix("system-")?
+            .strip_suffix("-link")?;
+        n.parse().ok()
+    }
+}
+
+/// What a recording printed: the running system, then the profile's generation.
+pub fn recorded(host: &Host, stdout: &str) -> Result<Recorded, Error> {
+    let mut lines = stdout.lines().map(str::trim);
+    match lines.next().filter(|l| l.starts_with('/')) {
+        Some(system) => Ok(Recorded {
+            system: system.to_owned(),
+            generation: lines.next().unwrap_or_default().to_owned(),
+        }),
+        None => Err(Error::Check(format!(
+            "could not read the system {host} runs: {}",
+            stdout.trim()
+        ))),
+    }
+}
+
+/// A wait for a host that never came back: the message names what to boot by hand.
+pub fn never_came_back(error: Error, recorded: Option<&Recorded>) -> Error {
+    match (error, recorded) {
+        (Error::Timeout(e), Some(recorded)) => {
+            let pick = match recorded.number() {
+                Some(n) => format!("generation {n} in its boot menu"),
+                None => format!("{} in its boot menu", recorded.system),
+            };
+            Error::Timeout(format!(
+                "{e}; to boot the system it ran before, pick {pick}"
+            ))
+        }
+        (error, _) => error,
+    }
+}
+
+/// The guard's arming printed what it records.
+pub fn armed(host: &Host, out: &Output) -> Result<Recorded, Error> {
     let err = String::from_utf8_lossy(&out.stderr);
     if out.status.success() {
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if let Some(system) = stdout.lines().map(str::trim).find(|l| !l.is_empty()) {
-            return Ok(system.to_owned());
-        }
+        return recorded(host, &String::from_utf8_lossy(&out.stdout));
     }
     let why = match out.status.code() == Some(17) {
         true => "a guard is armed there already (/run/flakem-guard): is another deploy running? \
@@ -236,12 +283,11 @@ pub fn armed(host: &Host, out: &Output) -> Result<String, Error> {
 }
 
 /// What the guard says: its result (`waiting`, `rolling-back`, `confirmed`, `unchanged`,
-/// `rolled-back`), and the running and recorded systems.
+/// `rolled-back`, or `gone` once it removed itself), and the running system.
 #[derive(Debug, PartialEq, Eq)]
 pub struct GuardState {
     pub result: String,
     pub running: String,
-    pub recorded: String,
 }
 
 /// A try of the wait for the guard's end: its state once it has a result; `Err` with why
@@ -250,13 +296,12 @@ pub fn guard_ended(out: &Output) -> Result<GuardState, String> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().map(str::trim).collect();
     match (out.status.success(), lines.as_slice()) {
-        (true, [result, running, recorded, ..])
-            if ["confirmed", "unchanged", "rolled-back"].contains(result) =>
+        (true, [result, running, ..])
+            if ["confirmed", "unchanged", "rolled-back", "gone"].contains(result) =>
         {
             Ok(GuardState {
                 result: result.to_string(),
                 running: running.to_string(),
-                recorded: recorded.to_string(),
             })
         }
         (true, [result, ..]) => Err(format!("the guard is {result}")),
@@ -264,25 +309,27 @@ pub fn guard_ended(out: &Output) -> Result<GuardState, String> {
     }
 }
 
-/// How a guard that was to put the recorded system back ended: `failure` is the step that
-/// failed before anything was confirmed, when one did.
+/// What flakem reports once the guard ended: exactly what the host did. A guard that
+/// removed itself before flakem read it (flakem was away longer than the guard keeps its
+/// result) is read from the running system alone.
 pub fn put_back(
     host: &Host,
     state: &GuardState,
+    recorded: &str,
     why: &str,
     failure: Option<Error>,
 ) -> Result<(), Error> {
     match state.result.as_str() {
         "unchanged" => failure.map_or(Ok(()), Err),
-        "rolled-back" if state.running == state.recorded => Err(Error::RolledBack {
+        "rolled-back" | "gone" if state.running == recorded => Err(Error::RolledBack {
             host: host.to_string(),
             why: why.to_owned(),
             running: state.running.clone(),
         }),
         "confirmed" => Ok(()),
         _ => Err(Error::CameBackWrong(format!(
-            "{host} was to put back {}, but it runs {} ({}): {why}",
-            state.recorded, state.running, state.result
+            "{host} was to put back {recorded}, but it runs {} ({}): {why}",
+            state.running, state.result
         ))),
     }
 }

@@ -207,6 +207,79 @@ fn the_reset_collects_only_after_proving_the_boot() {
     let verify = position(&|s| matches!(s, Step::VerifyBooted(_)));
     let gc = position(&|s| s.name() == "nix-collect-garbage");
     assert!(rebuild < read && read < reboot && reboot < wait && wait < verify && verify < gc);
+    let record = position(&|s| matches!(s, Step::RecordSystem { .. }));
+    assert!(
+        record < rebuild,
+        "what the host ran is read before it changes"
+    );
+}
+
+/// With a `--health-check`, a reset confirms its new boot before it collects anything;
+/// should the check fail, the host boots back into what it ran, proven like any reboot.
+#[test]
+fn a_reset_confirms_its_new_boot_before_collecting() {
+    let reset = steps(&[
+        "switch-push-reset",
+        "--health-check",
+        "curl -f localhost",
+        "h",
+    ]);
+    let confirm = reset
+        .iter()
+        .position(|s| matches!(s, Step::ConfirmBoot { .. }))
+        .expect("a confirmation");
+    let verify = reset
+        .iter()
+        .position(|s| matches!(s, Step::VerifyBooted(_)));
+    let gc = reset.iter().position(|s| s.name() == "nix-collect-garbage");
+    assert!(verify < Some(confirm) && Some(confirm) < gc);
+    let Step::ConfirmBoot {
+        health_checks,
+        boot_back,
+        ..
+    } = &reset[confirm]
+    else {
+        unreachable!()
+    };
+    assert!(health_checks[0].to_string().contains("ControlPath=none"));
+    let names: Vec<String> = boot_back.iter().map(Step::name).collect();
+    assert_eq!(
+        names,
+        [
+            "sh",
+            "read boot id",
+            "reboot",
+            "close ssh",
+            "wait for new boot",
+            "verify boot",
+            "report"
+        ]
+    );
+    let shown = boot_back[0].to_string();
+    let args = r#"sh '\''<recorded>'\'' '\''<generation>'\'''"#;
+    assert!(shown.ends_with(args), "{shown}");
+    assert!(
+        shown.contains(r#"switch-to-configuration" boot"#),
+        "{shown}"
+    );
+    // Without a check, the connection that proved the new boot confirms it; and without
+    // the guard, nothing does.
+    for args in [
+        &["switch-push-reset", "h"][..],
+        &[
+            "switch-push-reset",
+            "--no-rollback",
+            "--health-check",
+            "true",
+            "h",
+        ],
+    ] {
+        assert!(
+            !steps(args)
+                .iter()
+                .any(|s| matches!(s, Step::ConfirmBoot { .. }))
+        );
+    }
 }
 
 #[test]
@@ -247,6 +320,7 @@ fn step_names_for_the_summary() {
     assert_eq!(
         names,
         [
+            "record system",
             "nixos-rebuild",
             "read boot id",
             "reboot",

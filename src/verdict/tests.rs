@@ -217,10 +217,9 @@ fn probes_go_where_ssh_would_connect_unless_proxied() {
 #[test]
 fn arming_the_guard_gives_the_system_it_would_put_back() {
     let armed = output(0, "/nix/store/abc-nixos-system-web1\nsystem-5-link\n", "");
-    assert_eq!(
-        super::armed(&web1(), &armed).unwrap(),
-        "/nix/store/abc-nixos-system-web1"
-    );
+    let recorded = super::armed(&web1(), &armed).unwrap();
+    assert_eq!(recorded.system, "/nix/store/abc-nixos-system-web1");
+    assert_eq!(recorded.number(), Some(5));
     // Exit 17: a guard runs there already, another deploy's or one left by a killed flakem.
     let e = super::armed(&web1(), &output(17, "", "")).unwrap_err();
     assert_eq!(e.status(), 5);
@@ -239,16 +238,18 @@ fn arming_the_guard_gives_the_system_it_would_put_back() {
 
 #[test]
 fn the_wait_for_the_guard_ends_with_its_result() {
-    let state = "rolled-back\n/nix/store/old\n/nix/store/old\n";
+    let state = "rolled-back\n/nix/store/old\n";
     assert_eq!(
         guard_ended(&output(0, state, "")).unwrap(),
         GuardState {
             result: "rolled-back".into(),
             running: "/nix/store/old".into(),
-            recorded: "/nix/store/old".into(),
         }
     );
-    let waiting = "waiting\n/nix/store/new\n/nix/store/old\n";
+    // A guard that removed itself, its result kept past the time it keeps it: over too.
+    let gone = guard_ended(&output(0, "gone\n/nix/store/old\n", "")).unwrap();
+    assert_eq!(gone.result, "gone");
+    let waiting = "waiting\n/nix/store/new\n";
     assert_eq!(
         guard_ended(&output(0, waiting, "")).unwrap_err(),
         "the guard is waiting"
@@ -265,11 +266,12 @@ fn what_the_host_runs_after_the_guard_is_what_flakem_reports() {
     let state = |result: &str, running: &str| GuardState {
         result: result.into(),
         running: running.into(),
-        recorded: "/nix/store/old".into(),
     };
+    let old = "/nix/store/old";
     let e = put_back(
         &web1(),
         &state("rolled-back", "/nix/store/old"),
+        old,
         "not confirmed",
         None,
     );
@@ -287,6 +289,7 @@ fn what_the_host_runs_after_the_guard_is_what_flakem_reports() {
     let e = put_back(
         &web1(),
         &state("unchanged", "/nix/store/old"),
+        old,
         "x",
         Some(failed),
     );
@@ -295,10 +298,40 @@ fn what_the_host_runs_after_the_guard_is_what_flakem_reports() {
     let e = put_back(
         &web1(),
         &state("rolled-back", "/nix/store/other"),
+        old,
         "x",
         None,
     );
     assert_eq!(e.unwrap_err().status(), 4);
+    // The guard was gone before flakem could read it: the running system says it all.
+    let gone = put_back(&web1(), &state("gone", old), old, "x", None);
+    assert_eq!(gone.unwrap_err().status(), 6);
+    let gone = put_back(&web1(), &state("gone", "/nix/store/new"), old, "x", None);
+    assert_eq!(gone.unwrap_err().status(), 4);
+}
+
+#[test]
+fn a_host_that_never_came_back_names_the_generation_to_boot() {
+    let recorded = |generation: &str| Recorded {
+        system: "/nix/store/abc-old".into(),
+        generation: generation.into(),
+    };
+    let timeout = || Error::Timeout("root@web1 did not come back within 5m".into());
+    let e = never_came_back(timeout(), Some(&recorded("system-41-link")));
+    assert_eq!(
+        e.to_string(),
+        "root@web1 did not come back within 5m; to boot the system it ran before, pick \
+         generation 41 in its boot menu"
+    );
+    assert_eq!(e.status(), 3);
+    let e = never_came_back(timeout(), Some(&recorded("")));
+    assert!(
+        e.to_string()
+            .ends_with("pick /nix/store/abc-old in its boot menu"),
+        "{e}"
+    );
+    let refused = Error::Check("refused".into());
+    assert_eq!(never_came_back(refused, None).to_string(), "refused");
 }
 
 #[test]

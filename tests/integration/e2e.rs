@@ -317,6 +317,15 @@ fn a_host_that_never_returns_times_out_and_nothing_is_collected() {
     assert!(!out.stderr.contains("nix-collect-garbage"));
     h.start();
     assert!(h.store_has(&first), "nothing was collected");
+    // The message names the generation that boots what the host ran before.
+    let pick = "; to boot the system it ran before, pick generation ";
+    let n = out.messages()[0]
+        .split_once(pick)
+        .and_then(|(_, n)| n.strip_suffix(" in its boot menu"))
+        .unwrap_or_else(|| panic!("{}", out.stderr))
+        .to_owned();
+    let link = format!("/nix/var/nix/profiles/system-{n}-link");
+    assert_eq!(h.readlink(&link).as_deref(), Some(first.as_str()));
 }
 
 #[test]

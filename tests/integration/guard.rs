@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::e2e::{deployed_generation, run};
 use crate::support::Outcome;
-use crate::testbed::{Host, TestBed};
+use crate::testbed::{Host, Reboot, TestBed};
 
 /// A short confirmation deadline keeps the tests quick.
 const TIMEOUT: &str = "3s";
@@ -197,10 +197,12 @@ fn a_host_whose_flakem_was_killed_reverts_by_itself() {
     let web1 = bed.host("web1");
     let running = || std::fs::read_link(web1.path("/run/current-system")).ok();
     let reverted = || {
-        let guard_gone = web1.units().iter().all(|u| !u.contains("flakem-guard"));
+        // The guard keeps its result a while for flakem, then removes itself.
+        let guard_gone = web1.units().iter().all(|u| !u.contains("flakem-guard"))
+            && !web1.path("/run/flakem-guard").exists();
         (running()?.to_string_lossy() == old && guard_gone).then_some(())
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
     while reverted().is_none() {
         assert!(
             std::time::Instant::now() < deadline,
@@ -222,6 +224,57 @@ fn a_host_whose_flakem_was_killed_reverts_by_itself() {
     out.status(0);
     assert_eq!(web1.readlink("/run/current-system").as_ref(), Some(&new));
     assert_no_guard(&web1, &out);
+}
+
+/// A reset whose new boot fails its health check: flakem boots the host back into the
+/// system it ran, proves it like any reboot, collects nothing, and exits 6.
+#[test]
+fn a_reset_whose_new_boot_fails_its_health_check_boots_back() {
+    let mut bed = TestBed::with_hosts(&["web1"]);
+    let old = host_with_system(&mut bed, "web1");
+    let web1 = bed.host("web1");
+    web1.set_reboot(Reboot::Down(std::time::Duration::from_millis(300)));
+    let new = deployed_generation(&mut bed, "web1", "better");
+    // Passes on the old system only.
+    let check = format!("test \"$(readlink -f /run/current-system)\" != {new}");
+    let boot = web1.boot_id();
+    let args = [
+        "switch-push-reset",
+        "--gc-older-than",
+        "0d",
+        "--health-check",
+        &check,
+        "web1",
+    ];
+    let out = run(&bed, &args);
+    out.status(6);
+    let last = out.messages().last().copied().unwrap_or_default();
+    let said = format!("flakem: web1 was rolled back to {old}: --health-check it failed (exit 1)");
+    assert!(last.starts_with(&said), "{}", out.context());
+    for link in ["/run/current-system", "/run/booted-system"] {
+        assert_eq!(web1.readlink(link).as_ref(), Some(&old), "{link}");
+    }
+    let profile = web1.run("readlink -f /nix/var/nix/profiles/system");
+    assert_eq!(
+        profile, old,
+        "the recorded system is the boot default again"
+    );
+    assert_ne!(web1.boot_id(), boot);
+    let reboots = out.stderr.matches("reboot'").count();
+    assert_eq!(reboots, 2, "{}", out.context());
+    assert!(
+        !out.stderr.contains("nix-collect-garbage"),
+        "{}",
+        out.context()
+    );
+    // A check that passes on the new boot confirms it.
+    let newer = deployed_generation(&mut bed, "web1", "newer");
+    let out = run(
+        &bed,
+        &["switch-push-reset", "--health-check", "true", "web1"],
+    );
+    out.status(0);
+    assert_eq!(web1.readlink("/run/booted-system").as_ref(), Some(&newer));
 }
 
 /// `switch-push --json` of `hosts` with `options`, which must end with exit 1 (a host was

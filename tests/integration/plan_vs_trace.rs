@@ -27,6 +27,8 @@
 //! - `# after a try that answers with <boot-id>:`, and every `# if ...:` (`# if that
 //!   fails:`, the guard's `# if that fails: wait until ...`): the `+ ` line after them runs
 //!   only when that happens; it may appear any number of times, or not at all.
+//! - `# if ..., with these steps:` to `# (end of the steps ...)`: every `+ ` line between
+//!   them runs only when that happens (a reset's boot back into what the host ran).
 //! - `# on any way out, each control master still open is closed:`: the `+ ` lines after it
 //!   (to the end of the stream) close masters only if still open: the trace may end with any
 //!   of them, each at most once.
@@ -147,7 +149,7 @@ fn parse_plan(stdout: &str) -> ParsedPlan {
         streams: vec![(None, PlanStream::default())],
         ..ParsedPlan::default()
     };
-    let mut conditional = false;
+    let (mut conditional, mut block) = (false, false);
     for line in stdout.lines() {
         let stream = &mut plan.streams.last_mut().unwrap().1;
         if let Some(command) = line.strip_prefix("+ ") {
@@ -158,6 +160,7 @@ fn parse_plan(stdout: &str) -> ParsedPlan {
             match (stream.expect.last_mut(), std::mem::take(&mut conditional)) {
                 (Some(Expect::Finally(closes)), _) => closes.push(command),
                 (_, true) => stream.expect.push(Expect::Maybe(command)),
+                _ if block => stream.expect.push(Expect::Maybe(command)),
                 (_, false) => stream.expect.push(Expect::Once(command)),
             }
         } else if let Some(host) = line.strip_prefix("# [").and_then(|l| l.strip_suffix(']')) {
@@ -167,6 +170,10 @@ fn parse_plan(stdout: &str) -> ParsedPlan {
             plan.probe_allowed = dialect.contains("(assumed");
         } else if line.starts_with("# check: `") && line.contains("` is in ") {
             plan.names_evaluated = true;
+        } else if line.starts_with("# if ") && line.ends_with(", with these steps:") {
+            block = true;
+        } else if line.starts_with("# (end of the steps ") {
+            block = false;
         } else if line == "# after a try that answers with <boot-id>:"
             || (line.starts_with("# if ") && line.ends_with(':'))
         {
@@ -377,6 +384,25 @@ fn mismatches(plan_stdout: &str, trace_stderr: &str) -> Vec<String> {
     found
 }
 
+/// The plan of a run that stops after its `# if ..., with these steps:` block ran (a reset
+/// that booted the host back ends there, exit 6): without the lines after the block that
+/// never run, up to the closing of the masters.
+fn stopped_after_block(plan: &str) -> String {
+    let mut skipping = false;
+    let mut kept = String::new();
+    for line in plan.lines() {
+        if line.starts_with("# on any way out") {
+            skipping = false;
+        }
+        if !skipping {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+        skipping |= line.starts_with("# (end of the steps ");
+    }
+    kept
+}
+
 /// Dry run, then the real thing, for each command on one bed; every mismatch of every
 /// command is listed before the test fails.
 #[test]
@@ -384,27 +410,35 @@ fn the_dry_run_lists_what_runs() {
     let mut bed = TestBed::with_hosts(&["web1", "web2", "b"]);
     bed.host("web1")
         .set_reboot(Reboot::Down(Duration::from_millis(300)));
-    let cases: &[&[&str]] = &[
-        &["switch-push", "web1"],
-        &["switch-pull", "web1"],
-        &["switch-push-reset", "web1"],
-        &["build-there", "web1"],
-        &["switch-push", "--build-host", "b", "web1"],
-        &["switch-push", "web1,web2"],
-        &["switch-push", "--diff", "web1"],
-        &["ssh-wait", "web1"],
-        &["ssh-wait", "web1", "uname", "-a"],
+    // Each command, and the status it ends with.
+    let cases: &[(&[&str], i32)] = &[
+        (&["switch-push", "web1"], 0),
+        (&["switch-pull", "web1"], 0),
+        (&["switch-push-reset", "web1"], 0),
+        (&["switch-push-reset", "--health-check", "true", "web1"], 0),
+        // The new boot is not confirmed: the host boots back into what it ran.
+        (&["switch-push-reset", "--health-check", "false", "web1"], 6),
+        (&["build-there", "web1"], 0),
+        (&["switch-push", "--build-host", "b", "web1"], 0),
+        (&["switch-push", "web1,web2"], 0),
+        (&["switch-push", "--diff", "web1"], 0),
+        (&["ssh-wait", "web1"], 0),
+        (&["ssh-wait", "web1", "uname", "-a"], 0),
     ];
     let mut report = String::new();
-    for (i, args) in cases.iter().enumerate() {
+    for (i, (args, status)) in cases.iter().enumerate() {
         // Something new to deploy each time.
         deployed_generation(&mut bed, "web1", &format!("p{i}"));
         let dry = run(&bed, &[&["--dry-run"], *args].concat());
         dry.status(0);
         assert_eq!(dry.stderr, "", "{args:?}: a dry run starts nothing");
         let real = run(&bed, args);
-        real.status(0);
-        let found = mismatches(&dry.stdout, &real.stderr);
+        real.status(*status);
+        let plan = match status {
+            0 => dry.stdout.clone(),
+            _ => stopped_after_block(&dry.stdout),
+        };
+        let found = mismatches(&plan, &real.stderr);
         if !found.is_empty() {
             writeln!(
                 report,
