@@ -29,6 +29,9 @@ struct Learnt {
     machine_ids: Vec<(Host, String)>,
     /// Whether a guard was armed on the host: it must be confirmed or seen to roll back.
     armed: bool,
+    /// When the steps of a guarded activation ended: the host's deadline counts from about
+    /// then.
+    activation_ended: Option<Instant>,
     /// What the host ran before the activation, as the guard or a reset recorded it.
     recorded: Option<verdict::Recorded>,
 }
@@ -284,6 +287,7 @@ impl<'a> Executor<'a> {
         let (Some(guard), true) = (&plan.guard, self.learnt.armed) else {
             return result;
         };
+        self.learnt.activation_ended = Some(Instant::now());
         let (step, settled) = match result {
             Ok(()) => ("confirm".to_owned(), self.confirm(guard)),
             Err(f) if matches!(f.error, Error::Interrupted) => {
@@ -324,7 +328,10 @@ impl<'a> Executor<'a> {
     /// Has the host put back the recorded system (at once where it can be told; else at
     /// its deadline, by itself), waits until it says it did, and removes the guard.
     fn put_back(&mut self, guard: &Guard, why: &str, failure: Option<Error>) -> Result<(), Error> {
-        process::reported(self.console, &guard.roll_back)?;
+        let told = process::reported(self.console, &guard.roll_back)?
+            .status
+            .success();
+        let deadline = self.learnt.activation_ended.map(|t| t + guard.timeout);
         let slack = guard.timeout + wait::GUARD_SLACK;
         let w = self.wait_for(
             &guard.host,
@@ -332,7 +339,8 @@ impl<'a> Executor<'a> {
             Timeout(Some(slack)),
             &guard.ssh,
         );
-        let state = wait::guard(&w, &guard.state).map_err(|e| match e {
+        let not_before = deadline.filter(|_| !told);
+        let state = wait::guard(&w, &guard.state, not_before).map_err(|e| match e {
             Error::Timeout(e) => Error::CameBackWrong(format!(
                 "cannot tell whether {} put back the system it ran: {e}",
                 guard.host

@@ -73,7 +73,8 @@ const SCRIPT: &[&str] = &[
      [ -e \"$dir/confirmed\" ] && finish confirmed; \
      [ -e \"$dir/roll-back\" ] && roll_back; \
      [ \"$(uptime)\" -lt \"$given_up\" ] || finish unchanged; sleep 1; done",
-    "deadline=$(( $(uptime) + timeout ))",
+    // Whole seconds of uptime: one more, so that the wait is never shorter than the timeout.
+    "deadline=$(( $(uptime) + timeout + 1 ))",
     "while [ \"$(uptime)\" -lt \"$deadline\" ]; do \
      [ -e \"$dir/confirmed\" ] && finish confirmed; \
      [ -e \"$dir/roll-back\" ] && roll_back; sleep 1; done",

@@ -58,9 +58,22 @@ pub fn new_boot(w: &For, attempt: &Cmd, close: &Cmd, old: &str) -> Result<String
 pub const GUARD_SLACK: Duration = Duration::from_secs(120);
 
 /// Tries `state` (over a new connection) until the host's guard has ended, while the host
-/// may refuse us all along (the new system cut us off until the old one is back).
-pub fn guard(w: &For, state: &Cmd) -> Result<verdict::GuardState, Error> {
+/// may refuse us all along (the new system cut us off until the old one is back). A host
+/// that could not be told to roll back decides at its deadline: no try before `not_before`,
+/// so that a host refusing us does not count a login refused twice a second (fail2ban).
+pub fn guard(
+    w: &For,
+    state: &Cmd,
+    not_before: Option<Instant>,
+) -> Result<verdict::GuardState, Error> {
     let mut wait = Wait::start(w)?;
+    if let Some(at) = not_before.filter(|at| *at > Instant::now()) {
+        let secs = (at - Instant::now()).as_secs_f64();
+        wait.say(&format!(
+            "cannot be told to roll back: it does by itself at its deadline; next try in {secs:.0}s"
+        ));
+        wait.next_try = Some(at);
+    }
     w.console.trace(state);
     loop {
         wait.until_try()?;
@@ -101,7 +114,8 @@ struct Wait<'a> {
     timeout: Timeout,
     address: Option<SocketAddr>,
     deadline: Option<Instant>,
-    last_try: Option<Instant>,
+    /// No ssh try before this.
+    next_try: Option<Instant>,
     tries: u32,
     said_closed: Option<Instant>,
 }
@@ -118,7 +132,7 @@ impl<'a> Wait<'a> {
             address: target.and_then(|t| t.to_socket_addrs().ok()?.next()),
             // A deadline past what an Instant holds is no deadline.
             deadline: w.timeout.0.and_then(|t| Instant::now().checked_add(t)),
-            last_try: None,
+            next_try: None,
             tries: 0,
             said_closed: None,
         })
@@ -140,13 +154,12 @@ impl<'a> Wait<'a> {
                     self.host, self.timeout, self.tries
                 )));
             }
-            let next = self.last_try.map(|t| t + spacing);
-            if let Some(next) = next.filter(|next| now < *next) {
+            if let Some(next) = self.next_try.filter(|next| now < *next) {
                 std::thread::sleep(PROBE_EVERY.min(next - now));
                 continue;
             }
             if self.address.is_none_or(port_open) {
-                self.last_try = Some(now);
+                self.next_try = Some(now + spacing);
                 self.tries += 1;
                 return Ok(());
             }

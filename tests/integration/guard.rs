@@ -61,7 +61,7 @@ fn a_good_deploy_is_confirmed_and_leaves_no_guard() {
 
 /// Runs `args` against web1, which ran `old`, and checks that the host put it back: exit 6,
 /// a last line that says `why`, web1 running `old`, nothing of the guard left.
-fn assert_rolled_back(bed: &TestBed, args: &[&str], old: &str, why: &str) {
+fn assert_rolled_back(bed: &TestBed, args: &[&str], old: &str, why: &str) -> Outcome {
     let out = run(bed, args);
     out.status(6);
     let last = out.messages().last().copied().unwrap_or_default();
@@ -74,7 +74,11 @@ fn assert_rolled_back(bed: &TestBed, args: &[&str], old: &str, why: &str) {
     let web1 = bed.host("web1");
     assert_eq!(web1.readlink("/run/current-system").as_deref(), Some(old));
     assert_no_guard(&web1, &out);
+    out
 }
+
+/// What flakem says when it holds its tries until the host's deadline.
+const HOLDS: &str = "cannot be told to roll back: it does by itself at its deadline";
 
 #[test]
 fn a_deploy_that_locks_the_user_out_is_rolled_back_by_the_host() {
@@ -83,7 +87,9 @@ fn a_deploy_that_locks_the_user_out_is_rolled_back_by_the_host() {
     deployed_generation(&mut bed, "web1", "lockout");
     let args = ["switch-push", "--rollback-timeout", TIMEOUT, "web1"];
     // ssh's own error says why.
-    assert_rolled_back(&bed, &args, &old, "Permission denied (publickey)");
+    let out = assert_rolled_back(&bed, &args, &old, "Permission denied (publickey)");
+    // A host that refuses us is not asked twice a second until its deadline.
+    assert!(out.stderr.contains(HOLDS), "{}", out.context());
 }
 
 #[test]
@@ -93,12 +99,13 @@ fn a_failed_activation_is_rolled_back_at_once() {
     deployed_generation(&mut bed, "web1", "failing");
     // A deadline the test would notice: the rollback must not wait for it.
     let args = ["switch-push", "--rollback-timeout", "10m", "web1"];
-    assert_rolled_back(
+    let out = assert_rolled_back(
         &bed,
         &args,
         &old,
         "`nixos-rebuild` failed with exit status 4",
     );
+    assert!(!out.stderr.contains(HOLDS), "{}", out.context());
 }
 
 #[test]
