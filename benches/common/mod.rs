@@ -1,7 +1,7 @@
-//! What the two benchmarks (benches/reset.rs, benches/fleet.rs) share: running a deployer
-//! with its stderr lines timestamped as they arrive, the shims, the statistics, and
-//! publishing the figures as data: `benches/results/<name>.json` and the generated regions of
-//! BENCHMARKS.md, whose prose is written by hand, so none of it lives here.
+//! What the benchmarks (benches/reset.rs, benches/fleet.rs, benches/guard.rs) share: running
+//! a deployer with its stderr lines timestamped as they arrive, the shims, the statistics,
+//! and publishing the figures as data: `benches/results/<name>.json` and the generated
+//! regions of BENCHMARKS.md, whose prose is written by hand, so none of it lives here.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
@@ -312,7 +312,7 @@ pub struct Figures {
 impl Figures {
     /// Writes the JSON, then each region's text between its markers in BENCHMARKS.md
     /// (`<!-- generated: NAME -->` … `<!-- end: NAME -->`), leaving everything else in the
-    /// file, the other benchmark's regions too, as it is. Panics if a marker is missing.
+    /// file, the other benchmarks' regions too, as it is. Panics if a marker is missing.
     pub fn publish(self) {
         let bench = self.bench;
         let machine = Machine::now(self.versions);
