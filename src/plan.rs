@@ -334,12 +334,16 @@ impl Deploy<'_> {
                 plan.steps.extend(activation);
             }
         }
-        if job.guard.is_some() && kind == Kind::Darwin && !local {
-            plan.steps.push(Step::Note(
-                "nix-darwin activations have no guard: nothing puts the system back should \
+        let unguarded = match kind {
+            Kind::Darwin if job.guard.is_some() => Some("nix-darwin"),
+            Kind::Home if job.action != Action::Build => Some("Home Manager"),
+            _ => None,
+        };
+        if let (Some(what), false) = (unguarded, local) {
+            plan.steps.push(Step::Note(format!(
+                "{what} activations have no guard: nothing puts the previous one back should \
                  this one cut the host off"
-                    .into(),
-            ));
+            )));
         }
         plan.guard = self.guarded().map(|settings| {
             let (ssh, host) = (cx.ssh, self.host);

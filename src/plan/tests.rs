@@ -446,4 +446,17 @@ fn remote_activations_are_guarded() {
         "{}",
         guard.health_checks[0]
     );
+    // Activations nothing guards say so in one line.
+    for (args, what) in [
+        (&["switch-push", "macbook"][..], "nix-darwin"),
+        (&["hm-push", "me@web1"], "Home Manager"),
+    ] {
+        let said = format!("{what} activations have no guard");
+        let notes = plans(Dialect::Ng, &ssh, args)[0]
+            .steps
+            .iter()
+            .filter(|step| matches!(step, Step::Note(note) if note.starts_with(&said)))
+            .count();
+        assert_eq!(notes, 1, "{args:?}");
+    }
 }
