@@ -12,7 +12,7 @@ use crate::testbed::{Reboot, TestBed};
 const SECOND: Duration = Duration::from_secs(1);
 
 /// A deadline for a whole flakem run on the bed; far above what any run needs.
-const RUN_DEADLINE: Duration = Duration::from_secs(120);
+pub const RUN_DEADLINE: Duration = Duration::from_secs(120);
 
 /// flakem in the bed's environment.
 pub fn flakem(bed: &TestBed, tmp: &Path, args: &[&str]) -> Command {

@@ -4,6 +4,7 @@
 use crate::e2e::{
     OnTerminal, Started, assert_no_leftovers, deployed_generation, flakem, run, tmp_dir,
 };
+use crate::support::{Outcome, fixtures};
 use crate::testbed::{Reboot, Sudo, TestBed};
 
 /// Makes the host's activation fail: its activation log's directory is a file now.
@@ -537,4 +538,56 @@ fn a_host_whose_build_fails_does_not_stop_the_others() {
     assert_eq!(rows[1]["result"], "failed", "{rows}");
     assert_eq!(rows[1]["step"], "build", "{rows}");
     assert_eq!(bed.host("web1").readlink("/run/current-system"), Some(web1));
+}
+
+/// With the test flake's evaluation cost model on (configurations that evaluate like NixOS
+/// ones, tests/fixtures/flake/cost.nix), a fleet runs one evaluating nix process of
+/// flakem's own and none in nixos-rebuild. The spy in front of `nix` logs every nix started
+/// here, by flakem or by the stand-in, whatever either prints.
+#[test]
+fn a_fleet_that_evaluates_like_nixos_runs_one_evaluating_nix() {
+    let hosts = ["web1", "web2", "web3"];
+    let mut bed = TestBed::with_hosts(&hosts);
+    bed.set_evaluation_cost(true);
+    let systems: Vec<String> = hosts
+        .iter()
+        .map(|h| deployed_generation(&mut bed, h, "costly"))
+        .collect();
+    let log = bed.dir().join("spy-nix.log");
+    std::fs::write(&log, "").unwrap();
+    let tmp = tmp_dir(&bed);
+    let mut flakem = flakem(&bed, &tmp, &["switch-push", "web1,web2,web3"]);
+    let path = flakem
+        .get_envs()
+        .find(|(k, _)| *k == "PATH")
+        .and_then(|(_, v)| v.map(ToOwned::to_owned))
+        .unwrap();
+    let spied = [fixtures().join("spy")]
+        .into_iter()
+        .chain(std::env::split_paths(&path));
+    flakem
+        .env("PATH", std::env::join_paths(spied).unwrap())
+        .env("FLAKEM_SPY_LOG", &log);
+    let out = Outcome::from(crate::testbed::output_with_deadline(
+        &mut flakem,
+        crate::e2e::RUN_DEADLINE,
+    ));
+    out.status(0);
+    for (host, system) in hosts.iter().zip(&systems) {
+        let running = bed.host(host).readlink("/run/current-system");
+        assert_eq!(running.as_ref(), Some(system), "{host}: {}", out.context());
+    }
+    let spied = std::fs::read_to_string(&log).unwrap();
+    let nix: Vec<&str> = spied.lines().filter(|l| l.starts_with("nix ")).collect();
+    // An evaluation of a system: a drvPath of flakem's, or a build of a flake's attribute
+    // (what nixos-rebuild runs when it evaluates).
+    let evaluating: Vec<&&str> = nix
+        .iter()
+        .filter(|l| l.contains("toplevel") && (l.contains(" eval ") || l.contains(" build ")))
+        .collect();
+    assert_eq!(evaluating.len(), 1, "{spied}");
+    assert!(evaluating[0].contains(" eval ") && evaluating[0].contains("drvPath"));
+    for host in hosts {
+        assert!(evaluating[0].contains(host), "{host}: {}", evaluating[0]);
+    }
 }
