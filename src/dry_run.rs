@@ -11,18 +11,21 @@ use crate::plan::Plans;
 use crate::resolve::World;
 
 /// Prints what the world was assumed to be, then the plan of every host. The evaluation of
-/// derivations runs once every host passed its checks: with one host, between its checks
-/// and its steps; with several, on its own before their sections.
+/// derivations: with one host, between its checks and its steps; with several, on its own
+/// before their sections, as it starts alongside their checks.
 pub fn print(job: &Job, world: &World, plans: &Plans) {
     let mut out = String::new();
     for assumption in &world.assumptions {
         writeln!(out, "# {assumption}").ok();
     }
     let several = world.machines.len() > 1;
-    let eval = plans
-        .eval
-        .as_ref()
-        .map(|eval| format!("+ {eval}\n# one evaluation gives each host's <drv>\n"));
+    let eval = plans.eval.as_ref().map(|eval| {
+        let when = match several {
+            true => " (alongside the checks; nothing is built unless every host passes)",
+            false => "",
+        };
+        format!("+ {eval}\n# one evaluation gives each host's <drv>{when}\n")
+    });
     if several && let Some(eval) = &eval {
         out.push_str(eval);
     }

@@ -13,7 +13,7 @@ use crate::exec::{Executor, Failure};
 use crate::flake;
 use crate::job::{Job, Machine};
 use crate::plan::{Plan, Plans, Step};
-use crate::process;
+use crate::process::{self, Started};
 use crate::resolve::World;
 use crate::signals;
 use crate::summary::{self, HostResult, Outcome, Phase};
@@ -81,6 +81,13 @@ impl Run<'_> {
     fn phases(&self) -> Vec<Outcome> {
         let mut outcomes: Vec<Outcome> = self.parts.iter().map(outcome).collect();
         let everyone: Vec<usize> = (0..self.parts.len()).collect();
+        // A fleet's one evaluation starts alongside the checks: it only reads the flake,
+        // and its result waits for every check to pass.
+        let several = self.parts.len() > 1;
+        let early = self.eval.filter(|_| several).map(|eval| {
+            let plain = Console::plain();
+            process::start(&plain, eval)
+        });
         // Checks: all hosts at once, and nothing is built unless every host passes.
         let mut checked = self.phase(everyone.len(), &everyone, |p| &p.plan.checks, false, false);
         if self.job.command.activates_remotely() {
@@ -88,10 +95,13 @@ impl Run<'_> {
         }
         let passed = self.record(Phase::Check, checked, &everyone, &mut outcomes);
         if passed.len() < everyone.len() {
+            if let Some(Ok(evaluation)) = early {
+                evaluation.stop();
+            }
             skip(&passed, &mut outcomes);
             return outcomes;
         }
-        if let Err(error) = self.derivations() {
+        if let Err(error) = self.derivations(early) {
             self.evaluation_failed(error, &mut outcomes);
             return outcomes;
         }
@@ -211,9 +221,9 @@ impl Run<'_> {
         which.iter().copied().filter(through).collect()
     }
 
-    /// Evaluates the derivations of the hosts whose plans build one (`Plan::drv_of`), all
-    /// in one `nix eval`, once every host passed its checks.
-    fn derivations(&self) -> Result<(), Error> {
+    /// The derivations of the hosts whose plans build one (`Plan::drv_of`), all from one
+    /// `nix eval`: `started` alongside the checks (a fleet's), or started now.
+    fn derivations(&self, started: Option<Result<Started, Error>>) -> Result<(), Error> {
         let Some(eval) = self.eval else {
             return Ok(());
         };
@@ -223,7 +233,8 @@ impl Run<'_> {
             [one] => &one.console,
             _ => &plain,
         };
-        let out = process::reported(console, eval)?;
+        let started = started.unwrap_or_else(|| process::start(console, eval))?;
+        let out = started.finish(console)?;
         // Named for what failed: not a host's step, the one evaluation of them all.
         process::check(eval, out.status).map_err(|e| match e {
             Error::StepFailed { status, .. } => Error::StepFailed {

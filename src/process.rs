@@ -41,9 +41,32 @@ pub fn traced(console: &Console, cmd: &Cmd) -> Result<Output, Error> {
 /// [`traced`], with the child's stderr then passed on through `console`: an evaluation,
 /// a remote read whose errors the user should see.
 pub fn reported(console: &Console, cmd: &Cmd) -> Result<Output, Error> {
-    let out = traced(console, cmd)?;
-    console.pass(Stream::Err, &out.stderr);
-    Ok(out)
+    start(console, cmd)?.finish(console)
+}
+
+/// A child whose output is read later: an evaluation that runs alongside other work.
+pub struct Started(Running);
+
+/// Starts `cmd` after its `+ ` line, its output read by flakem once [`Started::finish`]
+/// asks for it.
+pub fn start(console: &Console, cmd: &Cmd) -> Result<Started, Error> {
+    console.trace(cmd);
+    Ok(Started(spawn(cmd, signals::capturing(&mut command(cmd)))?))
+}
+
+impl Started {
+    /// Waits for its end, as [`reported`] does.
+    pub fn finish(self, console: &Console) -> Result<Output, Error> {
+        let out = self.0.wait_with_output()?;
+        not_interrupted()?;
+        console.pass(Stream::Err, &out.stderr);
+        Ok(out)
+    }
+
+    /// Stops it: its result is no longer wanted.
+    pub fn stop(self) {
+        self.0.stop();
+    }
 }
 
 /// A step's status, or `Interrupted` after Ctrl-C whatever the child made of it.

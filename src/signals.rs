@@ -126,6 +126,15 @@ impl Running {
     }
 }
 
+impl Running {
+    /// Stops the child (its group, where it leads one) and reaps it: what it computes is no
+    /// longer wanted.
+    pub fn stop(mut self) {
+        send(self.child.id(), libc::SIGTERM);
+        self.child.wait().ok();
+    }
+}
+
 fn read_all<R: io::Read>(pipe: Option<R>, into: &mut Vec<u8>) {
     if let Some(mut pipe) = pipe {
         pipe.read_to_end(into).ok();
