@@ -55,7 +55,8 @@ const SCRIPT: &[&str] = &[
     "PATH=\"$recorded/sw/bin:$PATH\"",
     "running() { readlink -f /run/current-system; }",
     "activating() { pgrep -f \"switch-to-configuration (switch|test|boot)\" >/dev/null 2>&1; }",
-    "uptime() { cut -d. -f1 /proc/uptime; }",
+    // Hundredths of a second since boot: a clock no one sets.
+    "uptime() { tr -d . < /proc/uptime | cut -d' ' -f1; }",
     "finish() { echo \"$1\" > \"$dir/result\"; \
      [ \"$1\" = confirmed ] || sleep \"$linger\"; rm -rf \"$dir\"; exit 0; }",
     concat!(
@@ -68,13 +69,12 @@ const SCRIPT: &[&str] = &[
         profile_back!(),
         "; fi; \"$recorded/bin/switch-to-configuration\" \"$action\"; finish rolled-back; }"
     ),
-    "given_up=$(( $(uptime) + longest ))",
+    "given_up=$(( $(uptime) + longest * 100 ))",
     "until [ \"$(running)\" != \"$recorded\" ] && ! activating; do \
      [ -e \"$dir/confirmed\" ] && finish confirmed; \
      [ -e \"$dir/roll-back\" ] && roll_back; \
      [ \"$(uptime)\" -lt \"$given_up\" ] || finish unchanged; sleep 1; done",
-    // Whole seconds of uptime: one more, so that the wait is never shorter than the timeout.
-    "deadline=$(( $(uptime) + timeout + 1 ))",
+    "deadline=$(( $(uptime) + timeout * 100 ))",
     "while [ \"$(uptime)\" -lt \"$deadline\" ]; do \
      [ -e \"$dir/confirmed\" ] && finish confirmed; \
      [ -e \"$dir/roll-back\" ] && roll_back; sleep 1; done",
