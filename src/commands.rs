@@ -154,6 +154,12 @@ impl Command {
         self.placement() == Some(Placement::Push) && !self.home()
     }
 
+    /// Commands whose steps log into `DEPLOY_HOST` through one shared connection (a
+    /// build, activation or key install there).
+    pub fn logs_in(self) -> bool {
+        self.placement().is_some_and(|p| p != Placement::Local) || self == Command::SshDeploy
+    }
+
     /// System deploys that activate on a remote host.
     pub fn activates_remotely(self) -> bool {
         matches!(self.placement(), Some(Placement::Pull | Placement::Push))

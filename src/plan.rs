@@ -124,6 +124,8 @@ pub struct Context<'a> {
     pub ssh: &'a Ssh,
     /// A private directory for control sockets (`<tmp>` in a dry run).
     pub control_dir: PathBuf,
+    /// The host's control socket of the user's own, if ssh's configuration gives it one.
+    pub users_master: Option<PathBuf>,
     /// Whether a summary will show what each host runs: its system is read at the end.
     pub summary: bool,
     /// Whether the job deploys a fleet (several hosts, `@all` or `@pattern`): its systems
@@ -157,6 +159,7 @@ pub fn plans(job: &Job, world: &World) -> Plans {
                 dialect: world.dialect,
                 ssh: &world.ssh,
                 control_dir: world.control_dir_of(i),
+                users_master: world.users_masters[i].clone(),
                 summary,
                 fleet,
                 home_manager: world.home_manager,
@@ -174,7 +177,7 @@ pub fn plans(job: &Job, world: &World) -> Plans {
 /// One host's plan.
 pub fn plan(job: &Job, machine: &Machine, cx: &Context) -> Plan {
     let host = &machine.host;
-    let sockets = Sockets::in_dir(&cx.control_dir);
+    let sockets = Sockets::in_dir(&cx.control_dir, cx.users_master.as_deref());
     let placement = job.command.placement();
     let checks = checks(job, machine, cx, &sockets);
     let mut plan = match (placement, &machine.target) {
@@ -235,12 +238,7 @@ pub fn plan(job: &Job, machine: &Machine, cx: &Context) -> Plan {
 
 /// Before any build: the host answers, and so does a build host of a push.
 fn checks(job: &Job, machine: &Machine, cx: &Context, sockets: &Sockets) -> Vec<Step> {
-    let remote = job
-        .command
-        .placement()
-        .is_some_and(|h| h != Placement::Local)
-        || job.command == Command::SshDeploy;
-    if !job.check || !remote {
+    if !job.check || !job.command.logs_in() {
         return Vec::new();
     }
     // Home Manager activates as the user; everything else as root.
@@ -585,9 +583,9 @@ impl Deploy<'_> {
 fn finally(job: &Job, plan: &Plan, host: &Host, ssh: &Ssh, sockets: &Sockets) -> Vec<Step> {
     let builder = job.build_host.as_ref().unwrap_or(host);
     let masters = [
-        (&sockets.before, host),
-        (&sockets.after, host),
-        (&sockets.builder, builder),
+        (&sockets.before, host, !sockets.users),
+        (&sockets.after, host, true),
+        (&sockets.builder, builder, true),
     ];
     let steps: Vec<&Step> = [&plan.checks, &plan.prepare, &plan.steps]
         .into_iter()
@@ -595,7 +593,9 @@ fn finally(job: &Job, plan: &Plan, host: &Host, ssh: &Ssh, sockets: &Sockets) ->
         .collect();
     masters
         .into_iter()
-        .filter(|(socket, _)| steps.iter().any(|step| step.goes_through(socket)))
+        .filter(|(_, _, ours)| *ours)
+        .filter(|(socket, _, _)| steps.iter().any(|step| step.goes_through(socket)))
+        .map(|(socket, host, _)| (socket, host))
         .map(|(socket, host)| close(ssh, socket, host))
         .collect()
 }

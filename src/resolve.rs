@@ -38,6 +38,9 @@ pub struct World {
     pub control_dir: PathBuf,
     /// This machine's /etc/machine-id: the machine flakem never reboots (empty offline).
     pub machine_id: String,
+    /// Each machine's control socket of the user's own, if `ssh -G` shows one (a ControlPath
+    /// from NIX_SSHOPTS or the ssh config): flakem's connection to the host shares it.
+    pub users_masters: Vec<Option<PathBuf>>,
     /// What an offline world assumed instead of looking; the dry run prints them.
     pub assumptions: Vec<String>,
     /// Removes the private directory when the run ends.
@@ -66,7 +69,9 @@ impl World {
             DialectChoice::Auto => Dialect::Ng,
         };
         let private = private_dir(machines.len())?;
+        let users_masters = users_masters(job, &machines, &ssh, console)?;
         Ok(World {
+            users_masters,
             secret: secret(job, &machines)?,
             home_manager: home_manager(job),
             control_dir: private.path().to_owned(),
@@ -111,7 +116,13 @@ impl World {
         if job.kind == Some(Kind::Darwin) {
             machines.iter_mut().for_each(|m| m.kind = Kind::Darwin);
         }
+        if job.command.logs_in() {
+            assumptions.push(
+                "ssh: no host has a ControlPath of its own (assumed; `ssh -G HOST` tells)".into(),
+            );
+        }
         Ok(World {
+            users_masters: vec![None; machines.len()],
             secret: secret(job, &machines)?,
             home_manager: home_manager(job),
             ssh: ssh_options()?,
@@ -214,6 +225,30 @@ fn machines(job: &Job, flake: &str, ssh: &Ssh, console: &Console) -> Result<Vec<
     }
     // An address may have turned out to be a configuration named already.
     job::each_once(machines)
+}
+
+/// Each host's control socket of the user's own (`ssh -G`), for the commands that log in.
+fn users_masters(
+    job: &Job,
+    machines: &[Machine],
+    ssh: &Ssh,
+    console: &Console,
+) -> Result<Vec<Option<PathBuf>>, Error> {
+    machines
+        .iter()
+        .map(|machine| {
+            if !job.command.logs_in() {
+                return Ok(None);
+            }
+            let out = process::traced(console, &ssh.resolve(&machine.host))?;
+            let config = String::from_utf8_lossy(&out.stdout);
+            Ok(out
+                .status
+                .success()
+                .then(|| ssh::users_master(&config))
+                .flatten())
+        })
+        .collect()
 }
 
 /// Runs the names evaluation of `flake` (shown to the user as `shown`).

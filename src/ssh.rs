@@ -141,6 +141,14 @@ pub fn config_value(config: &str, key: &str) -> Option<String> {
     })
 }
 
+/// The control socket of the user's own for a host, from its `ssh -G`: the ControlPath that
+/// NIX_SSHOPTS or the ssh config gives it (`none` is none).
+pub fn users_master(config: &str) -> Option<PathBuf> {
+    config_value(config, "controlpath")
+        .filter(|path| path != "none")
+        .map(PathBuf::from)
+}
+
 /// Where a host's steps keep their control sockets: one before a reboot, one after, and one
 /// for a build host.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,14 +156,19 @@ pub struct Sockets {
     pub before: PathBuf,
     pub after: PathBuf,
     pub builder: PathBuf,
+    /// Whether `before` is the user's own master (their ControlPath), which flakem shares
+    /// and leaves to their ControlPersist rather than closing it.
+    pub users: bool,
 }
 
 impl Sockets {
-    pub fn in_dir(dir: &Path) -> Sockets {
+    /// flakem's sockets in its private `dir`, the first one the user's own if they have one.
+    pub fn in_dir(dir: &Path, users: Option<&Path>) -> Sockets {
         Sockets {
-            before: dir.join("before"),
+            before: users.map_or_else(|| dir.join("before"), Path::to_owned),
             after: dir.join("after"),
             builder: dir.join("builder"),
+            users: users.is_some(),
         }
     }
 }

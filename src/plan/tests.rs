@@ -53,6 +53,7 @@ fn plans(dialect: Dialect, ssh: &Ssh, args: &[&str]) -> Vec<Plan> {
                 dialect,
                 ssh,
                 control_dir: PathBuf::from(format!("/tmp/flakem-X/{i}")),
+                users_master: None,
                 summary,
                 fleet: machines.len() > 1 || job.hosts.needs_names(),
                 home_manager: false,
@@ -459,4 +460,38 @@ fn remote_activations_are_guarded() {
             .count();
         assert_eq!(notes, 1, "{args:?}");
     }
+}
+
+/// A host whose ssh configuration (or NIX_SSHOPTS) gives it a ControlPath of the user's
+/// own: every step that shares a connection shares theirs, nixos-rebuild included, and flakem
+/// leaves it open for them.
+#[test]
+fn a_users_own_control_path_is_the_shared_connection() {
+    let job = job(&["switch-push", "web1"]);
+    let machines = job.machines(&[]).unwrap();
+    let theirs = PathBuf::from("/home/me/.ssh/cm-root@web1:22");
+    let ssh = Ssh::default();
+    let cx = Context {
+        dialect: Dialect::Ng,
+        ssh: &ssh,
+        control_dir: PathBuf::from("/tmp/flakem-X/0"),
+        users_master: Some(theirs.clone()),
+        summary: false,
+        fleet: false,
+        home_manager: false,
+        secret: None,
+    };
+    let plan = plan(&job, &machines[0], &cx);
+    let shown = plan.to_string();
+    assert!(!shown.contains("/tmp/flakem-X/0/before"), "{shown}");
+    let path = format!("ControlPath={}", theirs.display());
+    let rebuild = plan
+        .steps
+        .iter()
+        .find(|s| s.name() == "nixos-rebuild")
+        .unwrap();
+    assert!(rebuild.to_string().contains(&path), "{rebuild}");
+    assert!(plan.checks[0].to_string().contains(&path));
+    let closes: Vec<String> = plan.finally.iter().map(Step::to_string).collect();
+    assert!(closes.iter().all(|c| !c.contains(&path)), "{closes:?}");
 }

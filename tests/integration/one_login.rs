@@ -6,6 +6,7 @@ use crate::e2e::{deployed_generation, flakem, tmp_dir};
 use crate::support::Outcome;
 use crate::testbed::{TestBed, output_with_deadline};
 
+use std::path::Path;
 use std::time::Duration;
 
 /// Logins the host accepted so far.
@@ -57,33 +58,62 @@ fn a_push_logs_into_its_host_once() {
     assert_eq!(n, 2, "{}", out.context());
 }
 
+/// A ControlPath of the user's own, from NIX_SSHOPTS or from the ssh config: flakem's
+/// connection to the host is theirs, so the host is still logged into once, nixos-rebuild's
+/// ssh included, and their master outlives the run.
 #[test]
 fn a_control_path_of_the_users_own_is_kept() {
     let mut bed = TestBed::with_hosts(&["web1"]);
-    let mine = bed.dir().join("mine");
     let config = bed.ssh_config().display().to_string();
+    let mine = bed.dir().join("mine");
     let sshopts = format!(
         "-F {config} -o ControlMaster=auto -o ControlPath={} -o ControlPersist=30",
         mine.display()
     );
-    let (out, _) = push(&mut bed, "mine", &[], &[("NIX_SSHOPTS", sshopts.as_str())]);
-    // nixos-rebuild's ssh went through the user's master, which outlives the run.
-    let handed = out
+    let env = [("NIX_SSHOPTS", sshopts.as_str())];
+    let (out, n) = push(&mut bed, "mine", &["--no-rollback"], &env);
+    assert_theirs(&bed, &out, n, &mine, &config);
+
+    let sockets = bed.dir().join("cm");
+    std::fs::create_dir(&sockets).unwrap();
+    let own = bed.dir().join("ssh_config_own");
+    let text = format!(
+        "Host web1\n  ControlMaster auto\n  ControlPath {}/%r@%h:%p\n  ControlPersist 30\n{}",
+        sockets.display(),
+        std::fs::read_to_string(&config).unwrap()
+    );
+    std::fs::write(&own, text).unwrap();
+    let sshopts = format!("-F {}", own.display());
+    let env = [("NIX_SSHOPTS", sshopts.as_str())];
+    let (out, n) = push(&mut bed, "config", &["--no-rollback"], &env);
+    let socket = std::fs::read_dir(&sockets).unwrap().next();
+    let socket = socket.map(|e| e.unwrap().path()).unwrap_or_default();
+    assert_theirs(&bed, &out, n, &socket, &own.display().to_string());
+}
+
+/// One login, through the user's master at `socket`, which is still there (and then
+/// closed with the ssh `config`).
+fn assert_theirs(bed: &TestBed, out: &Outcome, logins: usize, socket: &Path, config: &str) {
+    assert_eq!(logins, 1, "{}", out.context());
+    assert!(
+        !out.stderr.contains("/0/before"),
+        "flakem's own socket is unused: {}",
+        out.context()
+    );
+    let path = format!("ControlPath={}", socket.display());
+    let rebuild = out
         .started()
         .into_iter()
-        .find(|l| l.contains(" nixos-rebuild switch "))
-        .unwrap_or_default()
-        .to_owned();
-    let theirs = handed.find(&format!("ControlPath={}", mine.display()));
-    let ours = handed.find("/0/before");
+        .find(|l| l.contains(" nixos-rebuild switch "));
     assert!(
-        theirs.is_some() && theirs < ours,
-        "the user's first: {handed}"
+        rebuild.is_some_and(|l| l.contains(&path)),
+        "{}",
+        out.context()
     );
-    assert!(mine.exists(), "the user's master: {}", out.context());
+    assert!(socket.exists(), "the user's master: {}", out.context());
     let mut exit = bed.command("ssh");
-    exit.args(["-F", &config, "-o"])
-        .arg(format!("ControlPath={}", mine.display()))
+    exit.args(["-F", config, "-o"])
+        .arg(path)
         .args(["-O", "exit", "web1"]);
     output_with_deadline(&mut exit, Duration::from_secs(10));
 }

@@ -20,6 +20,9 @@
 //!   --flakem-probe build`) that only a real run does; it may appear once at the head of the
 //!   trace, or not at all (the answer is cached per nixos-rebuild after the first run).
 //!   With a dialect that is `(given)`, or no dialect line, no probe may appear.
+//! - `# ssh: no host has a ControlPath of its own (assumed; ...)`: each host's `ssh -G`,
+//!   which only a real run does, at the head of the trace after the names evaluation: one
+//!   per host of the plan. Without that line, none may appear there.
 //! - `# check: `T` is in <flake>#nixosConfigurations (... one nix eval)`: the names
 //!   evaluation (`+ nix ... eval ... builtins.attrNames ...`) that only a real run does; one
 //!   such line per host in the plan, exactly one evaluation at the head of the trace. Without
@@ -75,6 +78,9 @@ struct ParsedPlan {
     probe_allowed: bool,
     /// Some `# check: ... is in ...` line: a real run reads the names.
     names_evaluated: bool,
+    /// `# ssh: no host has a ControlPath of its own (assumed; ...)`: a real run reads each
+    /// host's `ssh -G`.
+    ssh_config_read: bool,
 }
 
 fn words(line: &str) -> Vec<String> {
@@ -168,6 +174,8 @@ fn parse_plan(stdout: &str) -> ParsedPlan {
                 .push((Some(host.to_owned()), PlanStream::default()));
         } else if let Some(dialect) = line.strip_prefix("# dialect: ") {
             plan.probe_allowed = dialect.contains("(assumed");
+        } else if line.starts_with("# ssh: no host has a ControlPath of its own") {
+            plan.ssh_config_read = true;
         } else if line.starts_with("# check: `") && line.contains("` is in ") {
             plan.names_evaluated = true;
         } else if line.starts_with("# if ") && line.ends_with(", with these steps:") {
@@ -206,6 +214,10 @@ fn parse_trace(stderr: &str) -> Vec<(Option<String>, String)> {
 
 fn is_probe(c: &Command) -> bool {
     c.words.iter().any(|w| w == "--flakem-probe")
+}
+
+fn is_ssh_config(c: &Command) -> bool {
+    c.words.first().is_some_and(|w| w == "ssh") && c.words.iter().any(|w| w == "-G")
 }
 
 fn is_names_evaluation(c: &Command) -> bool {
@@ -311,12 +323,31 @@ fn mismatches(plan_stdout: &str, trace_stderr: &str) -> Vec<String> {
     // The probe and the names evaluation: at the head of the unprefixed stream, as the plan's
     // `# ` lines allow.
     if let Some((_, head)) = traced.iter_mut().find(|(h, _)| h.is_none()) {
-        let before_plan = head
+        let read = head
             .iter()
             .take_while(|w| is_probe(w) || is_names_evaluation(w))
             .count();
-        let probes = head[..before_plan].iter().filter(|w| is_probe(w)).count();
-        let names = before_plan - probes;
+        let probes = head[..read].iter().filter(|w| is_probe(w)).count();
+        let names = read - probes;
+        // Then each host's ssh configuration, where the plan says a real run reads it.
+        let hosts = plan
+            .streams
+            .iter()
+            .filter(|(h, _)| h.is_some())
+            .count()
+            .max(1);
+        let wanted = if plan.ssh_config_read { hosts } else { 0 };
+        let configs = head[read..]
+            .iter()
+            .take(wanted)
+            .take_while(|w| is_ssh_config(w))
+            .count();
+        if configs != wanted {
+            found.push(format!(
+                "the trace reads {configs} host(s)' ssh configuration; the plan says {wanted}"
+            ));
+        }
+        let before_plan = read + configs;
         if probes > usize::from(plan.probe_allowed) {
             found.push(format!(
                 "the trace probes the dialect {probes} time(s); the plan allows {}",
