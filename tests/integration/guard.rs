@@ -108,6 +108,30 @@ fn a_failed_activation_is_rolled_back_at_once() {
     assert!(!out.stderr.contains(HOLDS), "{}", out.context());
 }
 
+/// nixos-rebuild failing before anything was activated (the build): the guard is disarmed,
+/// the status is nixos-rebuild's, and the host runs what it ran.
+#[test]
+fn a_build_that_fails_before_the_activation_keeps_its_own_status() {
+    let mut bed = TestBed::with_hosts(&["web1"]);
+    let old = host_with_system(&mut bed, "web1");
+    bed.set_generation("web1", "unbuildable");
+    let out = run(
+        &bed,
+        &["switch-push", "--rollback-timeout", TIMEOUT, "web1"],
+    );
+    out.status(1);
+    assert!(
+        out.stderr.contains("systemd-run --unit"),
+        "the guard was armed: {}",
+        out.context()
+    );
+    let last = out.messages().last().copied().unwrap_or_default();
+    assert!(last.contains("`nixos-rebuild` failed"), "{}", out.context());
+    let web1 = bed.host("web1");
+    assert_eq!(web1.readlink("/run/current-system").as_ref(), Some(&old));
+    assert_no_guard(&web1, &out);
+}
+
 #[test]
 fn a_failing_health_check_rolls_back_and_says_why() {
     let mut bed = TestBed::with_hosts(&["web1"]);
