@@ -994,6 +994,13 @@ fn same_or_each(values: impl Iterator<Item = usize>) -> String {
     }
 }
 
+/// What runs needed of this machine's CPUs, in CPU-seconds: their busy time less other
+/// work's (median), and never less than their own process tree's.
+fn work(runs: &[Run]) -> f64 {
+    let own = med(runs, |r| r.cpu_own);
+    (med(runs, |r| r.cpu_busy) - med(runs, |r| r.cpu_others)).max(own)
+}
+
 fn med(runs: &[Run], figure: impl Fn(&Run) -> f64) -> f64 {
     Stats::over(runs, figure).median
 }
@@ -1033,8 +1040,7 @@ impl Report {
             |es: &[Evaluations], f: fn(&Evaluations) -> usize| same_or_each(es.iter().map(f));
         let own_and_rebuild = |es: &[_]| pick(es, |e| e.flakem) + " + " + &pick(es, |e| e.rebuild);
         let own8 = med(eight, |r| r.cpu_own);
-        // What an 8-host run needed of this machine's CPUs: its busy time less other work's.
-        let work8 = (med(eight, |r| r.cpu_busy) - med(eight, |r| r.cpu_others)).max(own8);
+        let work8 = work(eight);
         let n = nproc() as f64;
         let client_floor = ACTIVATION_SECONDS + own8 / n;
         let c = &self.completion;
@@ -1277,6 +1283,9 @@ impl Report {
         let [m1, m8, bm1, bm8] = [one, eight, bare_one, bare_eight].map(|r| max_mb(r));
         let [s1, s8, bs1, bs8] = [one, eight, bare_one, bare_eight].map(|r| sum_mb(r));
         let (trivial, cost_ratio, vs_rebuild, memory) = (t8s / b8s, t8 / t1, t8 / b8, s8 / s1);
+        let [w1, w8, bw8] = [one, eight, bare_eight].map(|r| work(r));
+        let n = nproc() as f64;
+        let floor8 = ACTIVATION_SECONDS + w8 / n;
         vec![
             met(
                 "(1) flakem 8 hosts ÷ 8 parallel nixos-rebuild, trivial flake (cost model off; \
@@ -1319,6 +1328,16 @@ impl Report {
             row(
                 "(6) reference: 8 ÷ 1 for nixos-rebuild alone, cost model on",
                 format!("{:.2}", b8 / b1),
+            ),
+            row(
+                "(6) CPU-seconds a run needed (the machine's busy time less other work's; \
+                 median): flakem 1 host / 8 hosts; 8 nixos-rebuilds alone",
+                format!("{w1:.1} s / {w8:.1} s; {bw8:.1} s"),
+            ),
+            row(
+                "(6) the floor flakem's 8-host runs set on this machine: 1 s activation + \
+                 CPU-seconds ÷ CPUs (measured: t₈), and ÷ t₁",
+                format!("{floor8:.2} s ({}), {:.2}", secs(t8), floor8 / t1),
             ),
             row(
                 "(6) peak memory of the largest system-evaluating nix process (max RSS, median \
