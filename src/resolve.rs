@@ -68,11 +68,13 @@ impl World {
             DialectChoice::Auto if rebuilds => detect_dialect(console)?,
             DialectChoice::Auto => Dialect::Ng,
         };
+        // Bad input refuses before anything more runs.
+        let secret = secret(job, &machines)?;
         let private = private_dir(machines.len())?;
         let users_masters = users_masters(job, &machines, &ssh, console)?;
         Ok(World {
             users_masters,
-            secret: secret(job, &machines)?,
+            secret,
             home_manager: home_manager(job),
             control_dir: private.path().to_owned(),
             _private: Some(private),

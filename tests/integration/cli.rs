@@ -146,12 +146,14 @@ fn it_checks_the_target_then_runs_the_rebuild_with_the_house_flags() {
         let want = format!(
             "switch {flags} --build-host myname@bigmachine --target-host myname@bigmachine --flake .#bigmachine --show-trace"
         );
-        assert!(started[2].starts_with("+ NIX_SSHOPTS='-o ControlMaster=auto -o ControlPath=/"));
+        // The host's ssh configuration: whether it has a ControlPath of its own.
+        assert_eq!(started[2], "+ ssh -G -- myname@bigmachine");
+        assert!(started[3].starts_with("+ NIX_SSHOPTS='-o ControlMaster=auto -o ControlPath=/"));
         assert!(
-            started[2].ends_with(&format!(" nixos-rebuild {want}")),
+            started[3].ends_with(&format!(" nixos-rebuild {want}")),
             "{started:?}"
         );
-        assert_eq!(started.len(), 3);
+        assert_eq!(started.len(), 4);
         let calls = run.calls();
         assert_eq!(calls.len(), 2, "the probe, then the rebuild: {calls:?}");
         assert_eq!(calls[0], words(&["--no-reexec", "--flakem-probe", "build"]));

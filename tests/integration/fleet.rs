@@ -73,23 +73,28 @@ fn four_hosts_at_once_one_fails_the_others_succeed() {
         }
         assert!(row["seconds"].as_f64().unwrap() >= 0.0);
     }
-    // Each host's lines are whole and prefixed. flakem's own are its messages and three
-    // processes: the names evaluation, the probe, and one evaluation of every host's
-    // derivation (a fleet's systems come from it).
+    // Each host's lines are whole and prefixed. flakem's own are its messages and these
+    // processes: the names evaluation, the probe, each host's `ssh -G` (a ControlPath of
+    // the user's own?), and one evaluation of every host's derivation (a fleet's systems
+    // come from it).
     let own: Vec<&str> = out
         .stderr
         .lines()
         .filter(|l| !hosts.iter().any(|h| l.starts_with(&format!("[{h}] "))))
         .filter(|l| !l.starts_with("flakem: "))
         .collect();
-    assert_eq!(own.len(), 3, "{own:#?}");
+    assert_eq!(own.len(), 3 + hosts.len(), "{own:#?}");
     assert!(
         own[0].contains(" eval ") && own[0].contains("builtins.attrNames"),
         "{own:#?}"
     );
     assert!(own[1].contains("--flakem-probe"), "{own:#?}");
+    for (host, line) in hosts.iter().zip(&own[2..]) {
+        assert!(line.contains("ssh -G ") && line.ends_with(host), "{own:#?}");
+    }
+    let eval = own[2 + hosts.len()];
     assert!(
-        own[2].contains(" eval ") && own[2].contains(".drvPath"),
+        eval.contains(" eval ") && eval.contains(".drvPath"),
         "{own:#?}"
     );
     assert!(
