@@ -17,7 +17,11 @@ pub enum Value {
     /// The system a host ran before the deploy, as a reset recorded it.
     Recorded,
     /// That system's profile generation (`system-N-link`).
+    RecordedLink,
+    /// The number of the generation a rollback switches to.
     Generation,
+    /// The numbers of the generations a garbage collection deletes, one word.
+    Generations,
 }
 
 impl Value {
@@ -27,7 +31,9 @@ impl Value {
             Value::Drv => "<drv>",
             Value::System => "<system>",
             Value::Recorded => "<recorded>",
+            Value::RecordedLink => "<recorded-link>",
             Value::Generation => "<generation>",
+            Value::Generations => "<generations>",
         }
     }
 }

@@ -21,6 +21,9 @@ pub enum Command {
     HmPush,
     HmPull,
     SshDeploy,
+    Generations,
+    Rollback,
+    Gc,
 }
 
 /// Where a command builds and where it activates, relative to `DEPLOY_HOST`.
@@ -35,7 +38,7 @@ pub enum Placement {
 }
 
 impl Command {
-    pub const ALL: [Command; 13] = [
+    pub const ALL: [Command; 16] = [
         Command::Build,
         Command::BuildThere,
         Command::Switch,
@@ -49,6 +52,9 @@ impl Command {
         Command::HmPush,
         Command::HmPull,
         Command::SshDeploy,
+        Command::Generations,
+        Command::Rollback,
+        Command::Gc,
     ];
 
     pub fn name(self) -> &'static str {
@@ -66,6 +72,9 @@ impl Command {
             Command::HmPush => "hm-push",
             Command::HmPull => "hm-pull",
             Command::SshDeploy => "ssh-deploy",
+            Command::Generations => "generations",
+            Command::Rollback => "rollback",
+            Command::Gc => "gc",
         }
     }
 
@@ -92,6 +101,16 @@ impl Command {
             Command::SshDeploy => {
                 "Install a host's age key (hosts/NAME/NAME.age.key) for sops-nix on HOST"
             }
+            Command::Generations => {
+                "List HOST's system generations: date, store path, NixOS version, running, booted"
+            }
+            Command::Rollback => {
+                "Switch HOST to its previous system generation (or --to N), guarded and verified"
+            }
+            Command::Gc => {
+                "Delete HOST's old system generations (never the running or booted one), collect \
+                 garbage, prune boot entries"
+            }
         }
     }
 
@@ -108,8 +127,8 @@ impl Command {
             .and_then(Command::from_name)
     }
 
-    /// Where this command builds and activates; `None` for `ssh-wait` and `ssh-deploy`, which
-    /// run no rebuild.
+    /// Where this command builds and activates; `None` for `ssh-wait`, `ssh-deploy` and the
+    /// day-two commands, which run no rebuild.
     pub fn placement(self) -> Option<Placement> {
         match self {
             Command::Build | Command::Switch | Command::HmBuild | Command::HmSwitch => {
@@ -123,6 +142,7 @@ impl Command {
                 Some(Placement::Push)
             }
             Command::SshWait | Command::SshDeploy => None,
+            Command::Generations | Command::Rollback | Command::Gc => None,
         }
     }
 
@@ -157,7 +177,9 @@ impl Command {
     /// Commands whose steps log into `DEPLOY_HOST` through one shared connection (a
     /// build, activation or key install there).
     pub fn logs_in(self) -> bool {
-        self.placement().is_some_and(|p| p != Placement::Local) || self == Command::SshDeploy
+        self.placement().is_some_and(|p| p != Placement::Local)
+            || self == Command::SshDeploy
+            || self.day_two()
     }
 
     /// System deploys that activate on a remote host.
@@ -171,7 +193,13 @@ impl Command {
     /// by a new connection, or the host reverts by itself; a reset's new boot by its
     /// health checks, or flakem boots the host back into what it ran.
     pub fn guards(self) -> bool {
-        self.takes_action() || self.resets()
+        self.takes_action() || self.resets() || self == Command::Rollback
+    }
+
+    /// Day two: commands that work on a host's system generations rather than on a
+    /// configuration of the flake, which only names the hosts of `@all` and `@pattern`.
+    pub fn day_two(self) -> bool {
+        matches!(self, Command::Generations | Command::Rollback | Command::Gc)
     }
 
     /// Commands that wait for a host, and so take `--timeout`.

@@ -91,22 +91,32 @@ impl Console {
     }
 
     pub fn line(&self, stream: Stream, line: &str) {
-        let text = format!("{}{line}\n", self.prefix);
+        self.lines(stream, line);
+    }
+
+    /// The lines of `text`, together: another host's lines never come between them.
+    pub fn lines(&self, stream: Stream, text: &str) {
+        let prefixed: String = text
+            .lines()
+            .map(|line| format!("{}{line}\n", self.prefix))
+            .collect();
         {
             let _whole = OUTPUT.lock().unwrap_or_else(|e| e.into_inner());
             match stream {
-                Stream::Out if !self.json => io::stdout().write_all(text.as_bytes()).ok(),
-                _ => io::stderr().write_all(text.as_bytes()).ok(),
+                Stream::Out if !self.json => io::stdout().write_all(prefixed.as_bytes()).ok(),
+                _ => io::stderr().write_all(prefixed.as_bytes()).ok(),
             };
         }
-        if let Some(log) = &self.log {
-            log.line(line);
+        for line in text.lines() {
+            if let Some(log) = &self.log {
+                log.line(line);
+            }
+            let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+            if tail.len() == TAIL {
+                tail.pop_front();
+            }
+            tail.push_back(line.to_owned());
         }
-        let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
-        if tail.len() == TAIL {
-            tail.pop_front();
-        }
-        tail.push_back(line.to_owned());
     }
 
     /// The `+ ` line of a process, just before it starts.

@@ -36,7 +36,7 @@ pub fn print(job: &Job, world: &World, plans: &Plans) {
         if let Some(target) = machine
             .target
             .as_ref()
-            .filter(|_| job.command != Command::SshDeploy)
+            .filter(|_| job.command != Command::SshDeploy && !job.command.day_two())
         {
             let kind = match (machine.kind, job.kind) {
                 (Kind::Nixos, None) => format!(

@@ -71,6 +71,31 @@ impl GcAge {
     }
 }
 
+/// Which old system generations a garbage collection keeps, besides the running, booted and
+/// profile's ones, which it never deletes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// The newest N (`--keep N`).
+    Newest(u32),
+    /// Those newer than the age (`--older-than Nd` deletes the others).
+    NewerThan(GcAge),
+}
+
+impl Keep {
+    /// What `gc` keeps unless told: the newest five.
+    pub const DEFAULT: Keep = Keep::Newest(5);
+}
+
+impl std::fmt::Display for Keep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Keep::Newest(1) => write!(f, "the newest generation"),
+            Keep::Newest(n) => write!(f, "the newest {n} generations"),
+            Keep::NewerThan(GcAge(days)) => write!(f, "the generations newer than {days}d"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,8 @@ use crate::ssh::Ssh;
 use crate::verdict;
 use crate::wait;
 
+mod day_two;
+
 /// What the steps of a plan learn as they go.
 #[derive(Default)]
 struct Learnt {
@@ -34,6 +36,8 @@ struct Learnt {
     activation_ended: Option<Instant>,
     /// What the host ran before the activation, as the guard or a reset recorded it.
     recorded: Option<verdict::Recorded>,
+    /// What the day-two steps learnt of the host's generations.
+    day_two: day_two::Learnt,
 }
 
 /// Runs one host's plan, printing through its console.
@@ -122,7 +126,9 @@ impl<'a> Executor<'a> {
             (Value::Drv, self.learnt.drv.as_deref()),
             (Value::System, self.learnt.system.as_deref()),
             (Value::Recorded, recorded.map(|r| r.system.as_str())),
-            (Value::Generation, recorded.map(|r| r.generation.as_str())),
+            (Value::RecordedLink, recorded.map(|r| r.generation.as_str())),
+            (Value::Generation, self.learnt.day_two.generation.as_deref()),
+            (Value::Generations, self.learnt.day_two.doomed.as_deref()),
         ];
         let mut step = step.clone();
         for (value, learnt) in values {
@@ -201,6 +207,7 @@ impl<'a> Executor<'a> {
                 health_checks,
                 boot_back,
             } => self.confirm_boot(host, health_checks, boot_back),
+            Step::DayTwo(act) => self.day_two(act),
         }
     }
 
@@ -400,6 +407,13 @@ impl<'a> Executor<'a> {
 
     /// A build whose stdout flakem reads for the built system; its stderr the user sees.
     fn build(&mut self, cmd: &Cmd) -> Result<(), Error> {
+        let text = self.captured(cmd)?;
+        self.learnt.system = Some(verdict::built_system(cmd.program(), &text)?);
+        Ok(())
+    }
+
+    /// Runs `cmd` and returns its stdout once it succeeded; its stderr the user sees.
+    fn captured(&self, cmd: &Cmd) -> Result<String, Error> {
         let console = self.console;
         console.trace(cmd);
         let mut child = process::command(cmd);
@@ -416,8 +430,7 @@ impl<'a> Executor<'a> {
             }
         });
         process::check(cmd, running.wait()?)?;
-        self.learnt.system = Some(verdict::built_system(cmd.program(), &text)?);
-        Ok(())
+        Ok(text)
     }
 
     /// `nix copy`, and its fallback should it fail.

@@ -7,6 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::cmd::Cmd;
+use crate::commands::Command;
 use crate::console::Console;
 use crate::error::Error;
 use crate::exec::{Executor, Failure};
@@ -90,7 +91,7 @@ impl Run<'_> {
         });
         // Checks: all hosts at once, and nothing is built unless every host passes.
         let mut checked = self.phase(everyone.len(), &everyone, |p| &p.plan.checks, false, false);
-        if self.job.command.activates_remotely() {
+        if self.job.command.activates_remotely() || self.job.command.day_two() {
             self.same_machines(&mut checked);
         }
         let passed = self.record(Phase::Check, checked, &everyone, &mut outcomes);
@@ -146,7 +147,11 @@ impl Run<'_> {
     fn settle(&self, outcomes: &mut [Outcome]) {
         for (outcome, executor) in outcomes.iter_mut().zip(self.executors) {
             if outcome.result == HostResult::Ok {
-                outcome.system = lock(executor).system().map(str::to_owned);
+                let executor = lock(executor);
+                outcome.system = executor.system().map(str::to_owned);
+                let listed = matches!(self.job.command, Command::Generations | Command::Gc);
+                let listing = executor.generations().filter(|_| listed);
+                outcome.generations = listing.map(|l| l.generations.clone());
             }
             outcome.seconds = (outcome.seconds * 10.0).round() / 10.0;
         }

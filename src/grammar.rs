@@ -117,6 +117,15 @@ impl Scanner<'_> {
                 Some(w)
             }
         };
+        if command.day_two() {
+            // No configuration and no nix options: the words after the host are flakem's
+            // options too (`rollback HOST --to 3`).
+            if let Some(w) = self.next_positional() {
+                return Err(Error::Usage(format!(
+                    "{command} takes DEPLOY_HOST and flakem's options, not `{w}`"
+                )));
+            }
+        }
         let mut rest = self.args[self.pos..].to_vec();
         let target = match rest.first() {
             Some(w) if host.is_some() && command != Command::SshWait && !w.starts_with('-') => {
@@ -339,6 +348,20 @@ mod tests {
         let i = parse_ok(&["ssh-wait", "--timeout", "0", "h", "uname", "-a"]);
         assert_eq!(i.target, None);
         assert_eq!(i.rest, words(&["uname", "-a"]));
+    }
+
+    #[test]
+    fn day_two_options_may_follow_the_host() {
+        let i = parse_ok(&["rollback", "web1", "--to", "3"]);
+        assert_eq!(i.host.as_deref(), Some("web1"));
+        assert_eq!(i.options, words(&["--to", "3"]));
+        assert_eq!((i.target, i.rest), (None, Vec::new()));
+        let i = parse_ok(&["gc", "--json", "@all", "--keep", "2"]);
+        assert_eq!(i.options, words(&["--json", "--keep", "2"]));
+        let e = parse_err(&["generations", "web1", "web1-target"]);
+        assert!(e.contains("not `web1-target`"), "{e}");
+        let e = parse_err(&["gc", "web1", "--show-trace"]);
+        assert!(e.contains("not `--show-trace`"), "{e}");
     }
 
     #[test]

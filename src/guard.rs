@@ -253,7 +253,7 @@ pub fn record(ssh: &Ssh, conn: Connection, host: &Host) -> Cmd {
 
 /// Makes the recorded system the boot default again, for the reboot into it.
 pub fn boot_back(ssh: &Ssh, conn: Connection, host: &Host, sudo: bool) -> Cmd {
-    let args = [Value::Recorded, Value::Generation].map(Word::value);
+    let args = [Value::Recorded, Value::RecordedLink].map(Word::value);
     root_script(ssh, conn, host, sudo, BOOT_BACK, &args)
 }
 

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::commands::{Action, Command};
-use crate::duration::{GcAge, Timeout};
+use crate::duration::{GcAge, Keep, Timeout};
 use crate::error::Error;
 use crate::grammar::{self, Invocation, Parsed};
 use crate::kind::Kind;
 use crate::names::{Host, HostList, Target};
-use crate::options::{self, DialectChoice, Settings};
+use crate::options::{self, DialectChoice, GcOptions, PruneOptions, Settings};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Job {
@@ -27,8 +27,12 @@ pub struct Job {
     pub sudo: bool,
     pub check: bool,
     pub timeout: Timeout,
-    /// `--gc-older-than`, unless `--no-gc` (or the command collects nothing).
+    /// `--gc-older-than`, unless `--no-gc` or `--keep` (or the command collects nothing).
     pub gc_older_than: Option<GcAge>,
+    /// Which old generations `gc` keeps, or a reset given `--keep N`.
+    pub keep: Option<Keep>,
+    /// `rollback --to N`: the generation to switch to.
+    pub to: Option<u32>,
     pub build_host: Option<Host>,
     pub jobs: Option<usize>,
     /// `--canary`: how many hosts deploy before the others, who wait for them.
@@ -162,7 +166,10 @@ impl Job {
             guard,
             kind,
             secret,
+            prune,
+            rollback,
         } = settings;
+        let (gc_older_than, keep) = collects(gc, prune);
         let confirm = diff.as_ref().is_some_and(|d| d.confirm);
         Ok(Job {
             command,
@@ -176,7 +183,9 @@ impl Job {
             sudo: !options.no_sudo,
             check: !options.no_check,
             timeout: wait.map_or(Timeout(None), |w| w.timeout),
-            gc_older_than: gc.filter(|g| !g.no_gc).map(|g| g.gc_older_than),
+            gc_older_than,
+            keep,
+            to: rollback.and_then(|r| r.to),
             build_host: push.and_then(|p| p.build_host),
             jobs: options.jobs.map(usize::from),
             canary: options.canary.map_or(0, usize::from),
@@ -274,6 +283,17 @@ impl Job {
     /// `<flake>#<target>`, as nixos-rebuild takes it.
     pub fn flake_attr(&self, target: &Target) -> String {
         format!("{}#{target}", self.flake)
+    }
+}
+
+/// What a reset (`--gc-older-than`, or `--keep`) or `gc` (`--keep`, `--older-than`) deletes.
+fn collects(gc: Option<GcOptions>, prune: Option<PruneOptions>) -> (Option<GcAge>, Option<Keep>) {
+    let Some(gc) = gc.filter(|g| !g.no_gc) else {
+        return (None, prune.map(|p| p.keep()));
+    };
+    match gc.keep {
+        Some(n) => (None, Some(Keep::Newest(n))),
+        None => (Some(gc.gc_older_than), None),
     }
 }
 

@@ -26,6 +26,8 @@ mod job;
 mod options;
 // Resolve, plan, verdicts.
 mod advice;
+mod day_two;
+mod generations;
 mod guard;
 mod plan;
 mod resolve;

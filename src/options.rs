@@ -4,7 +4,7 @@
 use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, ValueEnum};
 
 use crate::commands::Command;
-use crate::duration::{GcAge, Timeout};
+use crate::duration::{GcAge, Keep, Timeout};
 
 /// Options every command takes.
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
@@ -160,6 +160,43 @@ pub struct GcOptions {
     /// Keep old generations: collect no garbage after the reboot
     #[arg(long)]
     pub no_gc: bool,
+
+    /// Instead of --gc-older-than: keep the newest N system generations (and the running and
+    /// booted ones), delete the others
+    #[arg(long, value_name = "N", conflicts_with_all = ["gc_older_than", "no_gc"])]
+    pub keep: Option<u32>,
+}
+
+/// Options of `gc`.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct PruneOptions {
+    /// Keep the newest N system generations, and always the running and booted ones
+    /// [default: 5]
+    #[arg(long, value_name = "N", conflicts_with = "older_than")]
+    pub keep: Option<u32>,
+
+    /// Instead of --keep: delete the generations older than this (days, as nix takes it:
+    /// 30d), never the running or booted one
+    #[arg(long, value_name = "AGE", value_parser = GcAge::parse)]
+    pub older_than: Option<GcAge>,
+}
+
+impl PruneOptions {
+    pub fn keep(&self) -> Keep {
+        match (self.keep, self.older_than) {
+            (Some(n), _) => Keep::Newest(n),
+            (None, Some(age)) => Keep::NewerThan(age),
+            (None, None) => Keep::DEFAULT,
+        }
+    }
+}
+
+/// Options of `rollback`.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct RollbackOptions {
+    /// The system generation to switch to [default: the one before the running one]
+    #[arg(long, value_name = "N")]
+    pub to: Option<u32>,
 }
 
 /// Everything clap resolved for one command.
@@ -173,6 +210,8 @@ pub struct Settings {
     pub guard: Option<GuardOptions>,
     pub kind: Option<KindOptions>,
     pub secret: Option<SecretOptions>,
+    pub prune: Option<PruneOptions>,
+    pub rollback: Option<RollbackOptions>,
 }
 
 fn parse_flake_ref(s: &str) -> Result<String, String> {
@@ -204,9 +243,8 @@ const EXIT_CODES: &str = "Exit status: 0 success; a failed step's own status; 2 
 3 a wait ran past its deadline; 4 a host came back wrong or refuses us; 5 a check failed; 6 the \
 host was rolled back to the system it ran before; 127 a program is missing; 130 interrupted.";
 
-fn subcommand(c: Command) -> clap::Command {
-    let mut sub = clap::Command::new(c.name());
-    let mut index = 0;
+/// `c`'s own options, besides the global ones.
+fn options_of(c: Command, mut sub: clap::Command) -> clap::Command {
     if c.waits() {
         sub = WaitOptions::augment_args(sub);
     }
@@ -228,6 +266,18 @@ fn subcommand(c: Command) -> clap::Command {
     if c == Command::SshDeploy {
         sub = SecretOptions::augment_args(sub);
     }
+    if c == Command::Gc {
+        sub = PruneOptions::augment_args(sub);
+    }
+    if c == Command::Rollback {
+        sub = RollbackOptions::augment_args(sub);
+    }
+    sub
+}
+
+fn subcommand(c: Command) -> clap::Command {
+    let mut sub = options_of(c, clap::Command::new(c.name()));
+    let mut index = 0;
     // Positionals are parsed by the grammar (options may stand between them); they are
     // declared here so that help and completions show them.
     if c.takes_action() {
@@ -250,6 +300,10 @@ fn subcommand(c: Command) -> clap::Command {
         }
     };
     sub = sub.arg(positional("DEPLOY_HOST", &mut index).help(host_help));
+    if c.day_two() {
+        // The host's generations, whatever the flake says: no configuration, no nix options.
+        return sub;
+    }
     if c == Command::SshWait {
         return sub.arg(
             positional("CMD", &mut index)
@@ -350,6 +404,8 @@ pub fn settings(command: Command, words: &[String]) -> Result<Settings, clap::Er
         guard: from_matches_if::<GuardOptions>(command.guards(), sub)?,
         kind: from_matches_if::<KindOptions>(command.system_kinds(), sub)?,
         secret: from_matches_if::<SecretOptions>(command == Command::SshDeploy, sub)?,
+        prune: from_matches_if::<PruneOptions>(command == Command::Gc, sub)?,
+        rollback: from_matches_if::<RollbackOptions>(command == Command::Rollback, sub)?,
     })
 }
 

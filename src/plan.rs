@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cmd::{Cmd, Value, Word, nix};
 use crate::commands::{Action, Command, Placement};
+use crate::day_two::{self, Act};
 use crate::dialect::Dialect;
 use crate::duration::Timeout;
 use crate::flake;
@@ -98,6 +99,18 @@ pub enum Step {
         cmd: Cmd,
         timeout: std::time::Duration,
     },
+    /// A step of `generations`, `rollback` or `gc` (day_two.rs).
+    DayTwo(Act),
+}
+
+impl From<Act> for Step {
+    fn from(act: Act) -> Step {
+        match act {
+            Act::Run(cmd) => Step::Run(cmd),
+            Act::Arm { host, cmd, timeout } => Step::ArmGuard { host, cmd, timeout },
+            act => Step::DayTwo(act),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -193,6 +206,13 @@ pub fn plan(job: &Job, machine: &Machine, cx: &Context) -> Plan {
         .plan(),
         _ => Plan::default(),
     };
+    if job.command.day_two() {
+        let before = Connection::Shared(&sockets.before);
+        let on = day_two::On::new(cx.ssh, before, host, job.sudo);
+        plan.steps
+            .extend(day_two::steps(job, &on).into_iter().map(Step::from));
+        plan.guard = day_two::guard(job, &on);
+    }
     let steps = &mut plan.steps;
     if job.command == Command::SshDeploy
         && let Some(secret) = cx.secret
@@ -242,7 +262,10 @@ fn checks(job: &Job, machine: &Machine, cx: &Context, sockets: &Sockets) -> Vec<
         return Vec::new();
     }
     // Home Manager activates as the user; everything else as root.
-    let sudo = job.sudo && job.action != Action::Build && machine.kind != Kind::Home;
+    let sudo = job.sudo
+        && job.action != Action::Build
+        && machine.kind != Kind::Home
+        && job.command != Command::Generations;
     let before = Connection::Shared(&sockets.before);
     let mut checks = vec![check_host(
         cx.ssh,
@@ -685,6 +708,10 @@ fn reset(job: &Job, host: &Host, ssh: &Ssh, sockets: &Sockets) -> Vec<Step> {
         steps.push(Step::Run(ssh.script(after, host, &[&gc])));
         steps.push(Step::Run(ssh.script(after, host, &[&prune])));
     }
+    if let Some(keep) = job.keep {
+        let on = day_two::On::new(ssh, after, host, job.sudo);
+        steps.extend(day_two::gc(keep, &on).into_iter().map(Step::from));
+    }
     steps.push(close(ssh, &sockets.after, host));
     steps.push(Step::Report { host: host.clone() });
     steps
@@ -811,13 +838,14 @@ impl fmt::Display for Step {
                 "# report: {host} rebooted from <boot-id> to <new-boot-id>, running <system>"
             ),
             Step::RecordSystem { cmd, .. } => {
-                write!(f, "+ {cmd}\n# remember <recorded> and <generation>")
+                write!(f, "+ {cmd}\n# remember <recorded> and <recorded-link>")
             }
             Step::ConfirmBoot {
                 host,
                 health_checks,
                 boot_back,
             } => fmt_confirm_boot(f, host, health_checks, boot_back),
+            Step::DayTwo(act) => write!(f, "{act}"),
         }
     }
 }
@@ -868,6 +896,7 @@ impl Step {
             | Step::RecordSystem { cmd, .. }
             | Step::WaitForNewBoot { attempt: cmd, .. } => names(cmd),
             Step::ConfirmBoot { boot_back, .. } => boot_back.iter().any(|s| s.goes_through(socket)),
+            Step::DayTwo(act) => act.cmd().is_some_and(names),
             _ => false,
         }
     }
@@ -882,6 +911,7 @@ impl Step {
                 fill(cmd);
                 fallback.iter_mut().for_each(fill);
             }
+            Step::DayTwo(act) => act.fill(value, learnt),
             _ => {}
         }
     }
@@ -916,6 +946,7 @@ impl Step {
             Step::ArmGuard { .. } => "arm guard".into(),
             Step::RecordSystem { .. } => "record system".into(),
             Step::ConfirmBoot { .. } => "confirm boot".into(),
+            Step::DayTwo(act) => act.name(),
         }
     }
 }
@@ -960,3 +991,6 @@ impl Plan {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod day_two_tests;

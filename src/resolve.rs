@@ -202,9 +202,11 @@ fn home_manager(job: &Job) -> bool {
 }
 
 /// The job's machines with their configurations and kinds, from one evaluation of the
-/// flake's names (none for `ssh-wait`, nor for `ssh-deploy` to hosts named outright).
+/// flake's names (none for `ssh-wait`, nor for `ssh-deploy` and the day-two commands to
+/// hosts named outright).
 fn machines(job: &Job, flake: &str, ssh: &Ssh, console: &Console) -> Result<Vec<Machine>, Error> {
-    let evaluates = !matches!(job.command, Command::SshWait | Command::SshDeploy);
+    let evaluates =
+        !matches!(job.command, Command::SshWait | Command::SshDeploy) && !job.command.day_two();
     // Hosts named outright are known (and each checked to come once) before anything runs.
     let named = match job.hosts.needs_names() {
         true => None,

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::console;
 use crate::error::Error;
+use crate::generations::Generation;
 
 /// The phases of a run, in order: every host passes one before any enters the next
 /// (`Evaluate` is one evaluation for all; `Prepare` and `Confirm` only with `--diff`).
@@ -42,6 +43,9 @@ pub struct Outcome {
     pub exit_code: Option<u8>,
     pub seconds: f64,
     pub system: Option<String>,
+    /// `generations` and `gc`: the host's system generations (after `gc`, those left).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generations: Option<Vec<Generation>>,
     /// The phase it stopped in, when it did not finish.
     #[serde(skip)]
     pub phase: Option<Phase>,
@@ -62,6 +66,7 @@ impl Outcome {
             exit_code: None,
             seconds: 0.0,
             system: None,
+            generations: None,
             phase: None,
             error: None,
             tail: Vec::new(),

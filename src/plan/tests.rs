@@ -11,7 +11,7 @@ use crate::secret::{Decrypt, Secret};
 /// The configurations of the flake these tests pretend to read.
 const NAMES: [&str; 4] = ["bigmachine", "another-machine", "web1", "web2"];
 
-fn job(args: &[&str]) -> Job {
+pub(super) fn job(args: &[&str]) -> Job {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let Ok(Parsed::Run(inv)) = grammar::parse(None, &args) else {
         panic!("{args:?} does not parse");
@@ -64,7 +64,7 @@ fn plans(dialect: Dialect, ssh: &Ssh, args: &[&str]) -> Vec<Plan> {
         .collect()
 }
 
-fn render(dialect: Dialect, ssh: &Ssh, args: &[&str]) -> String {
+pub(super) fn render(dialect: Dialect, ssh: &Ssh, args: &[&str]) -> String {
     let plans: Vec<String> = plans(dialect, ssh, args)
         .iter()
         .map(Plan::to_string)
@@ -167,7 +167,7 @@ fn every_command_legacy() {
     insta::assert_snapshot!(all(Dialect::Legacy));
 }
 
-fn steps(args: &[&str]) -> Vec<Step> {
+pub(super) fn steps(args: &[&str]) -> Vec<Step> {
     let mut plans = plans(Dialect::Ng, &Ssh::default(), args);
     assert_eq!(plans.len(), 1);
     plans.remove(0).steps
@@ -257,7 +257,7 @@ fn a_reset_confirms_its_new_boot_before_collecting() {
         ]
     );
     let shown = boot_back[0].to_string();
-    let args = r#"sh '\''<recorded>'\'' '\''<generation>'\'''"#;
+    let args = r#"sh '\''<recorded>'\'' '\''<recorded-link>'\'''"#;
     assert!(shown.ends_with(args), "{shown}");
     assert!(
         shown.contains(r#"switch-to-configuration" boot"#),
@@ -472,14 +472,8 @@ fn a_users_own_control_path_is_the_shared_connection() {
     let theirs = PathBuf::from("/home/me/.ssh/cm-root@web1:22");
     let ssh = Ssh::default();
     let cx = Context {
-        dialect: Dialect::Ng,
-        ssh: &ssh,
-        control_dir: PathBuf::from("/tmp/flakem-X/0"),
         users_master: Some(theirs.clone()),
-        summary: false,
-        fleet: false,
-        home_manager: false,
-        secret: None,
+        ..one_host(&ssh)
     };
     let plan = plan(&job, &machines[0], &cx);
     let shown = plan.to_string();
@@ -494,4 +488,18 @@ fn a_users_own_control_path_is_the_shared_connection() {
     assert!(plan.checks[0].to_string().contains(&path));
     let closes: Vec<String> = plan.finally.iter().map(Step::to_string).collect();
     assert!(closes.iter().all(|c| !c.contains(&path)), "{closes:?}");
+}
+
+/// The context of a plan for one host of a job, with nothing known of the world.
+pub(super) fn one_host(ssh: &Ssh) -> Context<'_> {
+    Context {
+        dialect: Dialect::Ng,
+        ssh,
+        control_dir: PathBuf::from("/tmp/flakem-X/0"),
+        users_master: None,
+        summary: false,
+        fleet: false,
+        home_manager: false,
+        secret: None,
+    }
 }
