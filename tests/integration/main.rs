@@ -3,6 +3,7 @@
 
 mod cli;
 mod darwin_home;
+mod day_two;
 mod demo;
 mod e2e;
 mod fleet;

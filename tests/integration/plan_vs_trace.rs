@@ -455,6 +455,9 @@ fn the_dry_run_lists_what_runs() {
         (&["switch-push", "--diff", "web1"], 0),
         (&["ssh-wait", "web1"], 0),
         (&["ssh-wait", "web1", "uname", "-a"], 0),
+        (&["generations", "web1"], 0),
+        (&["rollback", "--rollback-timeout", "3s", "web1"], 0),
+        (&["gc", "--keep", "2", "web1,web2"], 0),
     ];
     let mut report = String::new();
     for (i, (args, status)) in cases.iter().enumerate() {
