@@ -248,3 +248,44 @@ fn a_reset_keeps_the_newest_n() {
         out.context()
     );
 }
+
+/// A rollback to a generation that takes the deploy user's keys away: no new connection can
+/// confirm it, so the host puts back the system it ran, and its profile.
+#[test]
+fn a_rollback_that_locks_the_user_out_is_put_back_by_the_host() {
+    let mut bed = TestBed::with_hosts(&["web1"]);
+    let web1 = bed.host("web1");
+    let keys = web1.authorized_keys("root");
+    deploy(&mut bed, "web1", &["lockout"]);
+    // Let the bed in again from outside, and deploy a good generation over it.
+    std::fs::write(web1.dir().join("keys/root"), keys).unwrap();
+    let good = deploy(&mut bed, "web1", &["good"]);
+    let args = [
+        "rollback",
+        "--rollback-timeout",
+        TIMEOUT,
+        "web1",
+        "--to",
+        "1",
+    ];
+    let out = run(&bed, &args);
+    out.status(6);
+    let last = out.messages().last().copied().unwrap_or_default();
+    let said = format!("flakem: web1 was rolled back to {}: ", good[0]);
+    assert!(
+        last.starts_with(&said) && last.contains("Permission denied"),
+        "{}",
+        out.context()
+    );
+    assert_eq!(
+        web1.readlink("/run/current-system").as_ref(),
+        Some(&good[0])
+    );
+    assert_eq!(
+        web1.readlink(PROFILE).as_ref(),
+        Some(&good[0]),
+        "the profile too"
+    );
+    assert_eq!(links(&web1), [1, 2]);
+    assert!(web1.units().iter().all(|u| !u.contains("flakem-guard")));
+}
