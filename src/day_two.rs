@@ -40,7 +40,8 @@ const DELETE: &str = "[ -z \"$2\" ] || nix-env -p \"$1\" --delete-generations $2
 pub enum Act {
     /// Prints the host's generations (`READ`): the later steps choose from them.
     Read { host: Host, cmd: Cmd },
-    /// Prints the generations read, as a table.
+    /// Prints the generations read, as a table (on stdout, which `--json` keeps for the
+    /// summary: then on stderr).
     Show { host: Host },
     /// Chooses the generation a rollback switches to: `to`, or the one before the running
     /// one; it becomes `<generation>`, its system `<system>`. One that does not exist stops
@@ -242,9 +243,11 @@ impl fmt::Display for Act {
                 "+ {cmd}\n# {host}'s system generations: number, date, store path, NixOS \
                  version; the profile's, the running and booted systems, the host's clock"
             ),
-            Act::Show { host } => {
-                write!(f, "# print {host}'s generations (--json: in the summary)")
-            }
+            Act::Show { host } => write!(
+                f,
+                "# print {host}'s generations as a table (on stderr with --json, whose summary \
+                 holds them)"
+            ),
             Act::Choose { host, to: Some(to) } => write!(
                 f,
                 "# <generation> is {to}, which must be one of {host}'s generations, else stop \
