@@ -806,12 +806,11 @@ impl fmt::Display for Step {
                 close,
                 timeout,
                 ..
-            } => write!(
-                f,
-                "+ {resolve}\n# wait ({timeout}) until {host} answers with a boot id other than \
-                 <boot-id>, probing its ssh port in between; each try:\n+ {attempt}\n\
-                 # after a try that answers with <boot-id>:\n+ {close}"
-            ),
+            } => {
+                let until = format!("{host} answers with a boot id other than <boot-id>");
+                fmt_wait(f, resolve, timeout, &until, attempt)?;
+                write!(f, "\n# after a try that answers with <boot-id>:\n+ {close}")
+            }
             Step::VerifyBooted(cmd) => write!(
                 f,
                 "+ {cmd}\n# check that both are <system>, else stop (exit 4) and collect nothing"
@@ -822,11 +821,7 @@ impl fmt::Display for Step {
                 attempt,
                 timeout,
                 ..
-            } => write!(
-                f,
-                "+ {resolve}\n# wait ({timeout}) until ssh reaches {host}, probing its ssh port \
-                 in between; each try:\n+ {attempt}"
-            ),
+            } => fmt_wait(f, resolve, timeout, &format!("ssh reaches {host}"), attempt),
             Step::ArmGuard { host, cmd, timeout } => write!(
                 f,
                 "+ {cmd}\n# the guard: unless a new connection confirms the activation within \
@@ -848,6 +843,21 @@ impl fmt::Display for Step {
             Step::DayTwo(act) => write!(f, "{act}"),
         }
     }
+}
+
+/// A wait for a host: how its address is found, then each try until it answers.
+fn fmt_wait(
+    f: &mut fmt::Formatter<'_>,
+    resolve: &Cmd,
+    timeout: &Timeout,
+    until: &str,
+    attempt: &Cmd,
+) -> fmt::Result {
+    write!(
+        f,
+        "+ {resolve}\n# wait ({timeout}) until {until}, probing its ssh port in between; each \
+         try:\n+ {attempt}"
+    )
 }
 
 /// A reset's confirmation, and the boot back that runs only if it fails.
