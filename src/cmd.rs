@@ -148,10 +148,13 @@ impl From<&String> for Word {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Cmd {
     pub env: Vec<(String, String)>,
     pub argv: Vec<Word>,
+    /// Its stdin starts with the sudo password of `--ask-sudo-password` (one line), which
+    /// the executor holds: the plan says where the password goes, never what it is.
+    pub sudo_password: bool,
 }
 
 impl Cmd {
@@ -159,6 +162,7 @@ impl Cmd {
         Cmd {
             env: Vec::new(),
             argv: argv.into_iter().map(Into::into).collect(),
+            sudo_password: false,
         }
     }
 
@@ -181,6 +185,10 @@ impl Cmd {
     }
 }
 
+/// Where a plan shows that a command's stdin gets the sudo password: a shell comment, so the
+/// line stays pasteable.
+pub const SUDO_PASSWORD_MARK: &str = "  # <sudo password on stdin>";
+
 /// Pasteable into a POSIX shell: `K=V program args...`, every word quoted as needed.
 impl fmt::Display for Cmd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -188,7 +196,11 @@ impl fmt::Display for Cmd {
             write!(f, "{k}={} ", quote::quote(v))?;
         }
         let words: Vec<String> = self.argv.iter().map(Word::shown).collect();
-        f.write_str(&quote::join(&words))
+        f.write_str(&quote::join(&words))?;
+        match self.sudo_password {
+            true => f.write_str(SUDO_PASSWORD_MARK),
+            false => Ok(()),
+        }
     }
 }
 

@@ -202,6 +202,12 @@ impl Command {
         matches!(self, Command::Generations | Command::Rollback | Command::Gc)
     }
 
+    /// Commands that use sudo on a remote host, and so can be given its password once
+    /// (`--ask-sudo-password`).
+    pub fn sudo_password(self) -> bool {
+        self.activates_remotely() || matches!(self, Command::Rollback | Command::Gc)
+    }
+
     /// Commands that wait for a host, and so take `--timeout`.
     pub fn waits(self) -> bool {
         self.resets() || self == Command::SshWait

@@ -13,7 +13,8 @@ use crate::duration::Keep;
 use crate::guard::{self, Guard};
 use crate::job::Job;
 use crate::names::Host;
-use crate::ssh::{Connection, Ssh};
+use crate::ssh::{self, Connection, Ssh};
+use crate::sudo::Sudo;
 
 const PROFILE: &str = "/nix/var/nix/profiles/system";
 
@@ -71,11 +72,11 @@ pub struct On<'a> {
     pub ssh: &'a Ssh,
     pub conn: Connection<'a>,
     pub host: &'a Host,
-    pub sudo: bool,
+    pub sudo: Sudo,
 }
 
 impl<'a> On<'a> {
-    pub fn new(ssh: &'a Ssh, conn: Connection<'a>, host: &'a Host, sudo: bool) -> On<'a> {
+    pub fn new(ssh: &'a Ssh, conn: Connection<'a>, host: &'a Host, sudo: Sudo) -> On<'a> {
         On {
             ssh,
             conn,
@@ -91,14 +92,23 @@ impl<'a> On<'a> {
         }
     }
 
-    /// `[sudo] WORDS...` on the host, each word quoted.
+    /// `[sudo] WORDS...` on the host, each word quoted. A sudo that reads the password
+    /// reads it once: then one sudo runs all the commands.
     fn as_root(&self, commands: &[Vec<Word>]) -> Cmd {
+        if self.sudo == Sudo::Password {
+            let lines: Vec<Word> = commands
+                .iter()
+                .map(|words| ssh::shell_line(words))
+                .collect();
+            let script = Word::join(&lines, " && ");
+            let words = [self.sudo.words(), vec!["sh".into(), "-c".into(), script]].concat();
+            return self
+                .sudo
+                .feeds(self.ssh.script_of(self.conn, self.host, &[words]));
+        }
         let commands: Vec<Vec<Word>> = commands
             .iter()
-            .map(|words| match self.sudo {
-                true => [vec!["sudo".into()], words.clone()].concat(),
-                false => words.clone(),
-            })
+            .map(|words| [self.sudo.words(), words.clone()].concat())
             .collect();
         self.ssh.script_of(self.conn, self.host, &commands)
     }

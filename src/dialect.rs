@@ -4,6 +4,7 @@
 use std::fmt;
 
 use crate::cmd::{Cmd, Word};
+use crate::sudo::Sudo;
 
 /// Which `nixos-rebuild` flakem is talking to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,15 +17,20 @@ pub enum Dialect {
 
 impl Dialect {
     /// Turn re-exec off (a re-exec'd nixos-rebuild may be the other dialect), use sudo on
-    /// the target, let the target use its substituters.
-    pub fn house_flags(self, sudo: bool) -> Vec<&'static str> {
+    /// the target, let the target use its substituters. ng asked for the sudo password reads
+    /// it from its stdin (it has no terminal then) and feeds every sudo on the target; legacy
+    /// has no way to be given one (flakem refuses `--ask-sudo-password` with it).
+    pub fn house_flags(self, sudo: Sudo) -> Vec<&'static str> {
         let (no_reexec, sudo_flag) = match self {
             Dialect::Ng => ("--no-reexec", "--sudo"),
             Dialect::Legacy => ("--fast", "--use-remote-sudo"),
         };
         let mut flags = vec![no_reexec];
-        if sudo {
+        if sudo.used() {
             flags.push(sudo_flag);
+        }
+        if (self, sudo) == (Dialect::Ng, Sudo::Password) {
+            flags.push("--ask-sudo-password");
         }
         flags.push("--use-substitutes");
         flags
@@ -60,6 +66,7 @@ pub fn probe() -> Cmd {
         argv: ["nixos-rebuild", "--no-reexec", "--flakem-probe", "build"]
             .map(Word::from)
             .to_vec(),
+        sudo_password: false,
     }
 }
 
@@ -89,16 +96,25 @@ mod tests {
     #[test]
     fn house_flags() {
         assert_eq!(
-            Dialect::Ng.house_flags(true),
+            Dialect::Ng.house_flags(Sudo::Plain),
             ["--no-reexec", "--sudo", "--use-substitutes"]
         );
         assert_eq!(
-            Dialect::Legacy.house_flags(true),
+            Dialect::Legacy.house_flags(Sudo::Plain),
             ["--fast", "--use-remote-sudo", "--use-substitutes"]
         );
         assert_eq!(
-            Dialect::Ng.house_flags(false),
+            Dialect::Ng.house_flags(Sudo::No),
             ["--no-reexec", "--use-substitutes"]
+        );
+        assert_eq!(
+            Dialect::Ng.house_flags(Sudo::Password),
+            [
+                "--no-reexec",
+                "--sudo",
+                "--ask-sudo-password",
+                "--use-substitutes"
+            ]
         );
     }
 

@@ -15,6 +15,7 @@ use crate::names::Host;
 use crate::plan::{Plan, Step};
 use crate::process;
 use crate::ssh::Ssh;
+use crate::sudo::Sudo;
 use crate::verdict;
 use crate::wait;
 
@@ -237,7 +238,7 @@ impl<'a> Executor<'a> {
     fn check_host(
         &mut self,
         host: &Host,
-        sudo: bool,
+        sudo: Sudo,
         reboots: bool,
         cmd: &Cmd,
         ssh: &Ssh,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::cmd::{Cmd, Value, Word};
 use crate::names::Host;
 use crate::ssh::{Connection, Ssh};
+use crate::sudo::Sudo;
 
 /// The transient unit, and the directory in the host's `/run` where it keeps its state: one
 /// guard per host at a time (arming fails while one is there, as with a second deploy).
@@ -190,7 +191,7 @@ pub fn arm(
     ssh: &Ssh,
     master: Connection,
     host: &Host,
-    sudo: bool,
+    sudo: Sudo,
     timeout: Duration,
     action: &str,
 ) -> Cmd {
@@ -211,20 +212,17 @@ pub fn arm(
 
 /// The guard of `host`'s plan: how flakem confirms the activation after `checks`, has the
 /// host put the recorded system back, reads what it did, and removes it.
-pub fn guard(ssh: &Ssh, host: &Host, sudo: bool, timeout: Duration, checks: &[String]) -> Guard {
+pub fn guard(ssh: &Ssh, host: &Host, sudo: Sudo, timeout: Duration, checks: &[String]) -> Guard {
     let fresh = Connection::Fresh;
     let dir = [Word::from(DIR)];
     let unit = [Word::from(DIR), Word::from(UNIT)];
     let flag = format!("{DIR}/roll-back");
-    let order: Vec<&str> = match sudo {
-        true => vec!["sudo", "touch", &flag],
-        false => vec!["touch", &flag],
-    };
+    let order = [sudo.prefix(), &["touch", &flag]].concat();
     Guard {
         host: host.clone(),
         health_checks: health_checks(ssh, host, timeout, checks),
         confirm: root_script(ssh, fresh, host, sudo, CONFIRM, &unit),
-        roll_back: ssh.script(fresh, host, &[&order]),
+        roll_back: sudo.feeds(ssh.script(fresh, host, &[&order])),
         state: root_script(ssh, fresh, host, sudo, STATE, &dir),
         remove: root_script(ssh, fresh, host, sudo, REMOVE, &unit),
         resolve: ssh.resolve(host),
@@ -248,11 +246,11 @@ pub fn health_checks(ssh: &Ssh, host: &Host, timeout: Duration, checks: &[String
 /// Reads the system a reset's host runs, and its generation, before the new one is
 /// activated: what it boots back into if the new boot is not confirmed.
 pub fn record(ssh: &Ssh, conn: Connection, host: &Host) -> Cmd {
-    root_script(ssh, conn, host, false, RECORD, &[])
+    root_script(ssh, conn, host, Sudo::No, RECORD, &[])
 }
 
 /// Makes the recorded system the boot default again, for the reboot into it.
-pub fn boot_back(ssh: &Ssh, conn: Connection, host: &Host, sudo: bool) -> Cmd {
+pub fn boot_back(ssh: &Ssh, conn: Connection, host: &Host, sudo: Sudo) -> Cmd {
     let args = [Value::Recorded, Value::RecordedLink].map(Word::value);
     root_script(ssh, conn, host, sudo, BOOT_BACK, &args)
 }
@@ -263,16 +261,13 @@ fn root_script(
     ssh: &Ssh,
     conn: Connection,
     host: &Host,
-    sudo: bool,
+    sudo: Sudo,
     script: &[&str],
     args: &[Word],
 ) -> Cmd {
     let script = script.join("; ");
-    let mut words: Vec<Word> = match sudo {
-        true => vec!["sudo".into()],
-        false => Vec::new(),
-    };
+    let mut words = sudo.words();
     words.extend(["sh", "-c", &script, "sh"].map(Word::from));
     words.extend(args.iter().cloned());
-    ssh.script_of(conn, host, &[words])
+    sudo.feeds(ssh.script_of(conn, host, &[words]))
 }

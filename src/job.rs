@@ -11,6 +11,7 @@ use crate::grammar::{self, Invocation, Parsed};
 use crate::kind::Kind;
 use crate::names::{Host, HostList, Target};
 use crate::options::{self, DialectChoice, GcOptions, PruneOptions, Settings};
+use crate::sudo::Sudo;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Job {
@@ -24,7 +25,9 @@ pub struct Job {
     pub flake: String,
     pub dialect: DialectChoice,
     pub dry_run: bool,
-    pub sudo: bool,
+    /// sudo on the target: none (`--no-sudo`), passwordless, or with the password asked once
+    /// (`--ask-sudo-password`).
+    pub sudo: Sudo,
     pub check: bool,
     pub timeout: Timeout,
     /// `--gc-older-than`, unless `--no-gc` or `--keep` (or the command collects nothing).
@@ -168,6 +171,7 @@ impl Job {
             secret,
             prune,
             rollback,
+            sudo,
         } = settings;
         let (gc_older_than, keep) = collects(gc, prune);
         let confirm = diff.as_ref().is_some_and(|d| d.confirm);
@@ -180,7 +184,11 @@ impl Job {
             flake: options.flake,
             dialect: options.dialect,
             dry_run: options.dry_run,
-            sudo: !options.no_sudo,
+            sudo: match (options.no_sudo, sudo.is_some_and(|s| s.ask_sudo_password)) {
+                (true, _) => Sudo::No,
+                (false, true) => Sudo::Password,
+                (false, false) => Sudo::Plain,
+            },
             check: !options.no_check,
             timeout: wait.map_or(Timeout(None), |w| w.timeout),
             gc_older_than,

@@ -14,10 +14,12 @@ mod names;
 mod quote;
 mod secret;
 mod ssh;
+mod sudo;
 mod suggest;
 // Processes.
 mod cache;
 mod console;
+mod password;
 mod process;
 mod signals;
 // Arguments.
@@ -50,9 +52,12 @@ use console::Console;
 use error::Error;
 use job::Job;
 use resolve::World;
+use sudo::Sudo;
 
 fn main() -> ExitCode {
-    match run() {
+    let result = run();
+    password::forget();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("flakem: {e}");
@@ -85,7 +90,22 @@ fn run() -> Result<(), Error> {
     }
     signals::install()?;
     let world = World::online(&job, &Console::plain())?;
+    // Asked once the invocation and the world are known good (a typo or a legacy
+    // nixos-rebuild is refused first), and before any host is contacted.
+    if job.sudo == Sudo::Password {
+        password::hold(password::ask(&sudo_prompt(&world))?);
+    }
     let result = fleet::run(&job, &world, &plan::plans(&job, &world));
     signals::end_masters(&world.control_dir);
     result
+}
+
+/// The one prompt of `--ask-sudo-password`, naming the hosts it is for.
+fn sudo_prompt(world: &World) -> String {
+    let hosts: Vec<String> = world.machines.iter().map(|m| m.host.to_string()).collect();
+    let named = match hosts.len() {
+        0..=3 => hosts.join(", "),
+        n => format!("{}, ... ({n} hosts)", hosts[..3].join(", ")),
+    };
+    format!("flakem: sudo password for {named} (asked once for every host): ")
 }

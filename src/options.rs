@@ -70,6 +70,15 @@ pub struct DiffOptions {
     pub confirm: bool,
 }
 
+/// Options of the commands that use sudo on a remote host.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct SudoOptions {
+    /// Ask for the sudo password of the hosts once, on the terminal, and give it to every
+    /// sudo there on its stdin (never in an argument, a log or a file); needs nixos-rebuild ng
+    #[arg(long, conflicts_with = "no_sudo")]
+    pub ask_sudo_password: bool,
+}
+
 /// Options of the commands whose remote activation is guarded.
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
 pub struct GuardOptions {
@@ -212,6 +221,7 @@ pub struct Settings {
     pub secret: Option<SecretOptions>,
     pub prune: Option<PruneOptions>,
     pub rollback: Option<RollbackOptions>,
+    pub sudo: Option<SudoOptions>,
 }
 
 fn parse_flake_ref(s: &str) -> Result<String, String> {
@@ -259,6 +269,9 @@ fn options_of(c: Command, mut sub: clap::Command) -> clap::Command {
     }
     if c.guards() {
         sub = GuardOptions::augment_args(sub);
+    }
+    if c.sudo_password() {
+        sub = SudoOptions::augment_args(sub);
     }
     if c.system_kinds() {
         sub = KindOptions::augment_args(sub);
@@ -406,6 +419,7 @@ pub fn settings(command: Command, words: &[String]) -> Result<Settings, clap::Er
         secret: from_matches_if::<SecretOptions>(command == Command::SshDeploy, sub)?,
         prune: from_matches_if::<PruneOptions>(command == Command::Gc, sub)?,
         rollback: from_matches_if::<RollbackOptions>(command == Command::Rollback, sub)?,
+        sudo: from_matches_if::<SudoOptions>(command.sudo_password(), sub)?,
     })
 }
 

@@ -17,16 +17,18 @@ use crate::names::{Host, Target};
 use crate::resolve::World;
 use crate::secret::Secret;
 use crate::ssh::{self, Connection, Sockets, Ssh};
+use crate::sudo::Sudo;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     /// A process; a non-zero status stops the plan with that status.
     Run(Cmd),
-    /// Before any build: the host answers ssh (and sudo, when `sudo`) without a prompt, and
-    /// is not this machine when the plan `reboots` it (its machine id is printed).
+    /// Before any build: the host answers ssh without a prompt, and sudo (when used) without
+    /// a prompt or with the password given, and it is not this machine when the plan
+    /// `reboots` it (its machine id is printed).
     CheckHost {
         host: Host,
-        sudo: bool,
+        sudo: Sudo,
         reboots: bool,
         cmd: Cmd,
         /// For the advice when ssh fails.
@@ -262,10 +264,10 @@ fn checks(job: &Job, machine: &Machine, cx: &Context, sockets: &Sockets) -> Vec<
         return Vec::new();
     }
     // Home Manager activates as the user; everything else as root.
-    let sudo = job.sudo
-        && job.action != Action::Build
+    let roots = job.action != Action::Build
         && machine.kind != Kind::Home
         && job.command != Command::Generations;
+    let sudo = if roots { job.sudo } else { Sudo::No };
     let before = Connection::Shared(&sockets.before);
     let mut checks = vec![check_host(
         cx.ssh,
@@ -276,7 +278,7 @@ fn checks(job: &Job, machine: &Machine, cx: &Context, sockets: &Sockets) -> Vec<
     )];
     if let Some(builder) = job.build_host.as_ref().filter(|_| job.command.pushes()) {
         let conn = Connection::Shared(&sockets.builder);
-        checks.push(check_host(cx.ssh, conn, builder, false, false));
+        checks.push(check_host(cx.ssh, conn, builder, Sudo::No, false));
     }
     checks
 }
@@ -469,6 +471,7 @@ impl Deploy<'_> {
             Cmd {
                 env: vec![("NIX_SSHOPTS".to_owned(), sshopts.clone())],
                 argv,
+                sudo_password: false,
             }
         };
         let (cmd, fallback) = match kind {
@@ -517,13 +520,13 @@ impl Deploy<'_> {
             argv.extend(cx.dialect.house_flags(job.sudo).into_iter().map(Word::from));
             argv.extend(["--store-path".into(), system()]);
             argv.extend(["--target-host", host.as_str()].map(Word::from));
-            let mut activate = Cmd::new(argv);
+            let mut activate = job.sudo.feeds(Cmd::new(argv));
             activate.env = self.handed_down();
             return vec![Step::Run(activate)];
         }
-        let sudo: Vec<Word> = match job.sudo && kind != Kind::Home {
-            true => vec!["sudo".into()],
-            false => Vec::new(),
+        let sudo = match kind {
+            Kind::Home => Sudo::No,
+            _ => job.sudo,
         };
         let activate = match kind {
             Kind::Nixos => system().and("/bin/switch-to-configuration"),
@@ -533,19 +536,19 @@ impl Deploy<'_> {
         // Setting the profile first is what makes the generation survive a reboot.
         if kind != Kind::Home && matches!(job.action, Action::Switch | Action::Boot) {
             let set = ["nix-env", "-p", PROFILE, "--set"].map(Word::from);
-            commands.push([sudo.clone(), set.to_vec(), vec![system()]].concat());
+            commands.push([sudo.words(), set.to_vec(), vec![system()]].concat());
         }
         let args: Vec<Word> = match kind {
             Kind::Nixos => vec![action.into()],
             _ => Vec::new(),
         };
-        commands.push([sudo, vec![activate], args].concat());
+        commands.push([sudo.words(), vec![activate], args].concat());
         let before = Connection::Shared(&sockets.before);
         commands
             .into_iter()
             .map(|words| match placement {
                 Placement::Local => Step::Run(Cmd::new(words)),
-                _ => Step::Run(cx.ssh.script_of(before, host, &[words])),
+                _ => Step::Run(sudo.feeds(cx.ssh.script_of(before, host, &[words]))),
             })
             .collect()
     }
@@ -592,7 +595,7 @@ impl Deploy<'_> {
         }
         argv.extend(["--flake".to_owned(), job.flake_attr(target)]);
         argv.extend(job.rest.iter().cloned());
-        let mut rebuild = Cmd::new(argv);
+        let mut rebuild = job.sudo.feeds(Cmd::new(argv));
         // One remote host (a pull builds there too): it is reached through flakem's
         // connection. A third build host would be reached through the target's.
         if placement == Placement::Pull || (placement == Placement::Push && builder.is_none()) {
@@ -626,7 +629,9 @@ fn finally(job: &Job, plan: &Plan, host: &Host, ssh: &Ssh, sockets: &Sockets) ->
 /// `ssh-deploy`: the decrypted key goes from the decryption straight into a pipe to the
 /// host, never into an argument, a file or a log line.
 fn deploy_key(job: &Job, host: &Host, secret: &Secret, cx: &Context, sockets: &Sockets) -> Step {
-    let sudo: &[&str] = if job.sudo { &["sudo"] } else { &[] };
+    // Two sudos in one script: `--ask-sudo-password` (one password line on stdin, read by
+    // the first) is not offered to ssh-deploy.
+    let sudo = job.sudo.prefix();
     let dir = [sudo, &["install", "-d", "-m", "700", "/var/lib/sops-nix"]].concat();
     let key = [
         sudo,
@@ -660,17 +665,19 @@ fn deployed_link(action: Action) -> Option<&'static str> {
 /// Before any build: the host answers ssh without a prompt, sudo works there without a
 /// password (when it is used and the login is not root), and its machine id, so that a reset
 /// never reboots the machine flakem runs on.
-fn check_host(ssh: &Ssh, conn: Connection, host: &Host, sudo: bool, reboots: bool) -> Step {
-    let script = if sudo {
-        "cat /etc/machine-id 2>/dev/null; [ \"$(id -u)\" = 0 ] || sudo -n true"
-    } else {
-        "cat /etc/machine-id 2>/dev/null; true"
+fn check_host(ssh: &Ssh, conn: Connection, host: &Host, sudo: Sudo, reboots: bool) -> Step {
+    let script = match sudo.used() {
+        true => format!(
+            "cat /etc/machine-id 2>/dev/null; [ \"$(id -u)\" = 0 ] || {}",
+            sudo.check()
+        ),
+        false => "cat /etc/machine-id 2>/dev/null; true".to_owned(),
     };
     Step::CheckHost {
         host: host.clone(),
         sudo,
         reboots,
-        cmd: ssh.raw(conn, host, vec![script.into()]),
+        cmd: sudo.feeds(ssh.raw(conn, host, vec![script.into()])),
         ssh: ssh.clone(),
     }
 }
@@ -682,7 +689,7 @@ const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 /// deployed, and only then collect garbage.
 fn reset(job: &Job, host: &Host, ssh: &Ssh, sockets: &Sockets) -> Vec<Step> {
     let after = Connection::Shared(&sockets.after);
-    let sudo: &[&str] = if job.sudo { &["sudo"] } else { &[] };
+    let sudo = job.sudo.prefix();
     let as_root = |words: &[&'static str]| [sudo, words].concat();
 
     let mut steps = reboot(job, host, ssh, &sockets.before, &sockets.after);
@@ -705,8 +712,12 @@ fn reset(job: &Job, host: &Host, ssh: &Ssh, sockets: &Sockets) -> Vec<Step> {
             .chain(age_args.iter().map(String::as_str))
             .collect();
         let prune = as_root(&["/run/current-system/bin/switch-to-configuration", "boot"]);
-        steps.push(Step::Run(ssh.script(after, host, &[&gc])));
-        steps.push(Step::Run(ssh.script(after, host, &[&prune])));
+        steps.push(Step::Run(job.sudo.feeds(ssh.script(after, host, &[&gc]))));
+        steps.push(Step::Run(job.sudo.feeds(ssh.script(
+            after,
+            host,
+            &[&prune],
+        ))));
     }
     if let Some(keep) = job.keep {
         let on = day_two::On::new(ssh, after, host, job.sudo);
@@ -721,7 +732,7 @@ fn reset(job: &Job, host: &Host, ssh: &Ssh, sockets: &Sockets) -> Vec<Step> {
 /// it came back on it over a new master at `to`.
 fn reboot(job: &Job, host: &Host, ssh: &Ssh, from: &Path, to: &Path) -> Vec<Step> {
     let (from_conn, to_conn) = (Connection::Shared(from), Connection::Shared(to));
-    let sudo: &[&str] = if job.sudo { &["sudo"] } else { &[] };
+    let sudo = job.sudo.prefix();
     vec![
         Step::ReadBootState {
             host: host.clone(),
@@ -735,7 +746,10 @@ fn reboot(job: &Job, host: &Host, ssh: &Ssh, from: &Path, to: &Path) -> Vec<Step
                 ],
             ),
         },
-        Step::Reboot(ssh.script(from_conn, host, &[&[sudo, &["reboot"]].concat()])),
+        Step::Reboot(
+            job.sudo
+                .feeds(ssh.script(from_conn, host, &[&[sudo, &["reboot"]].concat()])),
+        ),
         close(ssh, from, host),
         Step::WaitForNewBoot {
             host: host.clone(),
@@ -773,8 +787,7 @@ impl fmt::Display for Step {
             Step::CheckHost {
                 host, sudo, cmd, ..
             } => {
-                let sudo = sudo.then_some(", sudo works without a password");
-                let sudo = sudo.unwrap_or_default();
+                let sudo = checked_sudo(*sudo);
                 write!(
                     f,
                     "+ {cmd}\n# check: {host} answers ssh without a prompt{sudo}"
@@ -860,6 +873,15 @@ fn fmt_wait(
     )
 }
 
+/// What the check before the build proves of sudo, for the dry run.
+fn checked_sudo(sudo: Sudo) -> &'static str {
+    match sudo {
+        Sudo::No => "",
+        Sudo::Plain => ", sudo works without a password",
+        Sudo::Password => ", sudo takes the password given once for every host",
+    }
+}
+
 /// A reset's confirmation, and the boot back that runs only if it fails.
 fn fmt_confirm_boot(
     f: &mut fmt::Formatter<'_>,
@@ -935,7 +957,7 @@ impl Step {
                 let words = shell_words::split(&script).unwrap_or_default();
                 let program = words
                     .iter()
-                    .find(|w| *w != "sudo")
+                    .find(|w| !Sudo::Password.prefix().contains(&w.as_str()))
                     .map_or("ssh", String::as_str);
                 program.rsplit('/').next().unwrap_or(program).to_owned()
             }

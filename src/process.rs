@@ -2,11 +2,12 @@
 //! signal handler (`signals`), so that Ctrl-C stops exactly what was started and a missing
 //! program gets one clear line.
 
-use std::process::{Command, ExitStatus, Output};
+use std::process::{Command, ExitStatus, Output, Stdio};
 
 use crate::cmd::Cmd;
 use crate::console::{Console, Stream};
 use crate::error::Error;
+use crate::password;
 use crate::signals::{self, Running};
 
 /// The `std::process::Command` of `cmd`, its streams left to the caller.
@@ -16,12 +17,24 @@ pub fn command(cmd: &Cmd) -> Command {
     c
 }
 
-/// Starts `command` (made from `cmd`) as a registered child.
+/// Starts `command` (made from `cmd`) as a registered child. A `cmd` whose sudo reads the
+/// password gets it on its stdin, then end of file, and runs without a controlling
+/// terminal (a session of its own), so that nothing it starts can prompt there: ng, asked
+/// for the password, then reads it from stdin, as Python's getpass does without a terminal.
 pub fn spawn(cmd: &Cmd, command: &mut Command) -> Result<Running, Error> {
-    Running::spawn(command).map_err(|e| match e.kind() {
+    let fed = cmd.sudo_password;
+    if fed {
+        command.stdin(Stdio::piped());
+    }
+    let mut running = Running::spawn(command, fed).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => missing(cmd.program()),
         _ => Error::Io(format!("cannot start `{}`: {e}", cmd.program())),
-    })
+    })?;
+    if let (true, Some(mut stdin)) = (fed, running.child().stdin.take()) {
+        // A child that ended before reading it (a broken pipe) says so by its status.
+        password::feed(&mut stdin).ok();
+    }
+    Ok(running)
 }
 
 /// Runs `cmd` with its output read by flakem and nothing printed; stdin is closed.

@@ -20,6 +20,7 @@ use crate::options::DialectChoice;
 use crate::process;
 use crate::secret::Secret;
 use crate::ssh::{self, Ssh};
+use crate::sudo::Sudo;
 
 /// Everything a plan needs to know besides the job.
 pub struct World {
@@ -58,6 +59,17 @@ impl World {
                     .into(),
             ));
         }
+        if job.sudo == Sudo::Password && std::fs::File::open("/dev/tty").is_err() {
+            return Err(Error::Usage(
+                "--ask-sudo-password asks on the terminal, and there is none (no /dev/tty)".into(),
+            ));
+        }
+        // A dialect given outright is refused before anything runs.
+        let given = match job.dialect {
+            DialectChoice::Legacy => Some(Dialect::Legacy),
+            _ => None,
+        };
+        refuse_password_with(job, given, job.kind != Some(Kind::Darwin))?;
         let ssh = ssh_options()?;
         let flake_ref = flake_ref(&job.flake)?;
         let machines = machines(job, &flake_ref, &ssh, console)?;
@@ -68,6 +80,7 @@ impl World {
             DialectChoice::Auto if rebuilds => detect_dialect(console)?,
             DialectChoice::Auto => Dialect::Ng,
         };
+        refuse_password_with(job, Some(dialect), rebuilds)?;
         // Bad input refuses before anything more runs.
         let secret = secret(job, &machines)?;
         let private = private_dir(machines.len())?;
@@ -100,6 +113,7 @@ impl World {
         };
         if job.command.system_kinds() && job.kind != Some(Kind::Darwin) {
             assumptions.push(format!("dialect: {dialect} ({why})"));
+            refuse_password_with(job, Some(dialect), true)?;
         }
         // Without an evaluation, @all and @pattern stand for hosts known only at run time.
         let mut machines = if job.hosts.needs_names() {
@@ -141,6 +155,20 @@ impl World {
     /// The private directory of the `i`th machine's control sockets.
     pub fn control_dir_of(&self, i: usize) -> PathBuf {
         self.control_dir.join(i.to_string())
+    }
+}
+
+/// Refuses `--ask-sudo-password` with the legacy nixos-rebuild, when the job `rebuilds`
+/// NixOS systems: the shell script has no way to be given a sudo password.
+fn refuse_password_with(job: &Job, dialect: Option<Dialect>, rebuilds: bool) -> Result<(), Error> {
+    match (job.sudo, dialect, rebuilds) {
+        (Sudo::Password, Some(Dialect::Legacy), true) => Err(Error::Usage(
+            "--ask-sudo-password needs nixos-rebuild ng: the legacy nixos-rebuild (the shell \
+             script) has no way to be given a sudo password; allow passwordless sudo or log in \
+             as root there instead"
+                .into(),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -74,6 +74,7 @@ impl Secret {
                     .map(|i| ("SOPS_AGE_KEY_FILE".to_owned(), i.display().to_string()))
                     .collect(),
                 argv: vec!["sops".into(), "--decrypt".into(), file.into()],
+                sudo_password: false,
             },
             Decrypt::Age { identity } => Cmd::new(vec![
                 "age".into(),

@@ -3,7 +3,9 @@
 //!
 //! Without a terminal, each child leads its own process group and the signal goes to the whole
 //! group, grandchildren included. With a terminal, children stay in flakem's group, so that
-//! sudo and nix can still prompt; the terminal's Ctrl-C reaches them all by itself.
+//! sudo and nix can still prompt; the terminal's Ctrl-C reaches them all by itself. A child
+//! started detached (in a session of its own, without the terminal: one fed the sudo
+//! password) leads its own group in either case, and hears every signal from flakem.
 
 use std::io;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -17,7 +19,8 @@ use signal_hook::iterator::exfiltrator::WithOrigin;
 use signal_hook::low_level::siginfo::Cause;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+/// Each running child: its pid, and whether it was started detached from the terminal.
+static CHILDREN: Mutex<Vec<(u32, bool)>> = Mutex::new(Vec::new());
 static OWN_GROUPS: OnceLock<bool> = OnceLock::new();
 
 /// How long a child may take to stop (and clean up) after the signal is passed on, before
@@ -35,13 +38,13 @@ pub fn install() -> io::Result<()> {
             // or to children in groups of their own, they hear from flakem.
             let from_terminal = origin.cause == Cause::Kernel && !own_groups();
             if again {
-                forward(libc::SIGKILL);
-            } else if !from_terminal {
-                forward(origin.signal);
+                forward(libc::SIGKILL, true);
+            } else {
+                forward(origin.signal, !from_terminal);
             }
             std::thread::spawn(|| {
                 std::thread::sleep(GRACE);
-                forward(libc::SIGKILL);
+                forward(libc::SIGKILL, true);
             });
         }
     });
@@ -56,18 +59,21 @@ fn own_groups() -> bool {
     *OWN_GROUPS.get_or_init(|| std::fs::File::open("/dev/tty").is_err())
 }
 
-fn forward(signal: i32) {
+/// Sends `signal` to the detached children, and to the others too when `all`.
+fn forward(signal: i32, all: bool) {
     let children = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
-    for &pid in children.iter() {
-        send(pid, signal);
+    for &(pid, detached) in children.iter() {
+        if all || detached {
+            send(pid, detached, signal);
+        }
     }
 }
 
 /// Sends `signal` to a child: to its whole group when it has one of its own (it leads it, so
 /// it gets it once; twice could end a child's own cleanup before it is done).
-fn send(pid: u32, signal: i32) {
+fn send(pid: u32, detached: bool, signal: i32) {
     let pid = pid as libc::pid_t;
-    let target = if own_groups() { -pid } else { pid };
+    let target = if own_groups() || detached { -pid } else { pid };
     // SAFETY: kill(2) on a pid (or the group it leads) this process started and has not yet
     // reaped.
     unsafe {
@@ -78,25 +84,35 @@ fn send(pid: u32, signal: i32) {
 /// A registered child; it leaves the registry when dropped.
 pub struct Running {
     child: Child,
+    detached: bool,
 }
 
 impl Running {
-    pub fn spawn(cmd: &mut Command) -> io::Result<Running> {
+    /// Starts `cmd`; `detached`, in a session of its own, without the controlling terminal.
+    pub fn spawn(cmd: &mut Command, detached: bool) -> io::Result<Running> {
         use std::os::unix::process::CommandExt;
-        if own_groups() {
+        if detached {
+            // SAFETY: setsid(2) is async-signal-safe; the child has just forked.
+            unsafe {
+                cmd.pre_exec(|| match libc::setsid() {
+                    -1 => Err(io::Error::last_os_error()),
+                    _ => Ok(()),
+                });
+            }
+        } else if own_groups() {
             cmd.process_group(0);
         }
         let child = cmd.spawn()?;
         CHILDREN
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(child.id());
+            .push((child.id(), detached));
         // Started as Ctrl-C came: stopped at once. Only this one: the others already got the
         // signal and may be cleaning up.
         if interrupted() {
-            send(child.id(), libc::SIGTERM);
+            send(child.id(), detached, libc::SIGTERM);
         }
-        Ok(Running { child })
+        Ok(Running { child, detached })
     }
 
     pub fn child(&mut self) -> &mut Child {
@@ -130,7 +146,7 @@ impl Running {
     /// Stops the child (its group, where it leads one) and reaps it: what it computes is no
     /// longer wanted.
     pub fn stop(mut self) {
-        send(self.child.id(), libc::SIGTERM);
+        send(self.child.id(), self.detached, libc::SIGTERM);
         self.child.wait().ok();
     }
 }
@@ -147,7 +163,7 @@ impl Drop for Running {
         CHILDREN
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|&p| p != pid);
+            .retain(|&(p, _)| p != pid);
     }
 }
 

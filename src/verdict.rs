@@ -9,6 +9,7 @@ use crate::advice::advice;
 use crate::error::Error;
 use crate::names::Host;
 use crate::ssh::{self, Ssh};
+use crate::sudo::Sudo;
 
 /// ssh's own status when it could not connect, or the connection died.
 const SSH_FAILED: i32 = 255;
@@ -18,12 +19,12 @@ pub fn status(program: &str, end: ExitStatus) -> Result<(), Error> {
     Error::of_status(program, end)
 }
 
-/// The check before the build: the host answered ssh (and sudo, when `sudo`), and when the
-/// plan `reboots` it, it is not `here` (this machine's id). Its machine id, when it printed
-/// one.
+/// The check before the build: the host answered ssh (and sudo, when used: without a
+/// prompt, or taking the password given), and when the plan `reboots` it, it is not `here`
+/// (this machine's id). Its machine id, when it printed one.
 pub fn host_check(
     host: &Host,
-    sudo: bool,
+    sudo: Sudo,
     reboots: bool,
     out: &Output,
     ssh: &Ssh,
@@ -46,17 +47,34 @@ pub fn host_check(
             advice(ssh, host, &err)
         ))),
         // The script's last command is sudo: 127 is the shell's "not found".
-        Some(127) if sudo => Err(Error::Check(format!(
+        Some(127) if sudo.used() => Err(Error::Check(format!(
             "there is no sudo on {host} ({}): log in as root (root@{login}), or pass --no-sudo",
             last_line(&err),
         ))),
-        _ if sudo => Err(Error::Check(format!(
-            "sudo on {host} wants a password ({}): allow this login passwordless sudo, log in \
-             as root (root@{login}), or pass --no-sudo",
-            last_line(&err),
-        ))),
-        _ => status("ssh", out.status).map(|()| None),
+        _ => match sudo {
+            Sudo::No => status("ssh", out.status).map(|()| None),
+            Sudo::Plain => Err(Error::Check(format!(
+                "sudo on {host} wants a password ({}): pass --ask-sudo-password to give it once \
+                 for every host, allow this login passwordless sudo, log in as root \
+                 (root@{login}), or pass --no-sudo",
+                last_line(&err),
+            ))),
+            Sudo::Password => Err(Error::Check(format!(
+                "sudo on {host} did not take the password given with --ask-sudo-password ({}): \
+                 check it is this login's password there",
+                sudo_refusal(&err),
+            ))),
+        },
     }
+}
+
+/// What sudo said when it refused the password: its count of incorrect attempts, rather
+/// than its last line ("no password was provided" once it read all there was).
+fn sudo_refusal(err: &str) -> &str {
+    err.lines()
+        .map(str::trim)
+        .find(|l| l.contains("incorrect password"))
+        .unwrap_or_else(|| last_line(err))
 }
 
 /// Refuses to go on when `machine_id` is `here`: flakem never reboots the machine it runs on.

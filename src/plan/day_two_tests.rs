@@ -40,7 +40,7 @@ fn generations_needs_no_sudo_and_rollback_and_gc_do() {
         plan(&job, machine, &super::tests::one_host(&ssh)).checks
     };
     let sudo = |args: &[&str]| match checks(args).as_slice() {
-        [Step::CheckHost { sudo, .. }] => *sudo,
+        [Step::CheckHost { sudo, .. }] => sudo.used(),
         other => panic!("{args:?}: {other:?}"),
     };
     assert!(!sudo(&["generations", "web1"]));

@@ -503,3 +503,140 @@ pub(super) fn one_host(ssh: &Ssh) -> Context<'_> {
         secret: None,
     }
 }
+
+/// `--ask-sudo-password`: the plans that feed the password, as the dry run prints them.
+const PASSWORD_CASES: &[&[&str]] = &[
+    &["switch-push", "--ask-sudo-password", "alice@web1"],
+    &["switch-pull", "--ask-sudo-password", "boot", "alice@web1"],
+    &[
+        "switch-push-reset",
+        "--ask-sudo-password",
+        "--health-check",
+        "true",
+        "alice@web1",
+    ],
+    &[
+        "switch-push",
+        "--ask-sudo-password",
+        "alice@web1,alice@web2",
+    ],
+    &["switch-push", "--ask-sudo-password", "alice@macbook"],
+    &["rollback", "--ask-sudo-password", "alice@web1"],
+    &["gc", "--ask-sudo-password", "--keep", "2", "alice@web1"],
+];
+
+#[test]
+fn password_sudo_ng() {
+    let ssh = Ssh::default();
+    let text: Vec<String> = PASSWORD_CASES
+        .iter()
+        .map(|args| render(Dialect::Ng, &ssh, args))
+        .collect();
+    insta::assert_snapshot!(text.join("\n"));
+}
+
+/// Every command of a plan, nested ones included.
+fn commands(plan: &Plan) -> Vec<Cmd> {
+    fn of(step: &Step, into: &mut Vec<Cmd>) {
+        match step {
+            Step::Run(c) | Step::Build(c) | Step::ReadSystem(c) | Step::Reboot(c) => {
+                into.push(c.clone())
+            }
+            Step::VerifyBooted(c)
+            | Step::CheckHost { cmd: c, .. }
+            | Step::ReadBootState { cmd: c, .. }
+            | Step::CloseMaster { cmd: c, .. }
+            | Step::ArmGuard { cmd: c, .. }
+            | Step::RecordSystem { cmd: c, .. } => into.push(c.clone()),
+            Step::Copy { cmd, fallback, .. } => into.extend(
+                [Some(cmd), fallback.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            ),
+            Step::Pipe { from, to } => into.extend([from.clone(), to.clone()]),
+            Step::WaitForNewBoot { attempt, close, .. } => {
+                into.extend([attempt.clone(), close.clone()])
+            }
+            Step::WaitForSsh { attempt, .. } => into.push(attempt.clone()),
+            Step::ConfirmBoot {
+                health_checks,
+                boot_back,
+                ..
+            } => {
+                into.extend(health_checks.iter().cloned());
+                boot_back.iter().for_each(|s| of(s, into));
+            }
+            Step::DayTwo(act) => into.extend(act.cmd().cloned()),
+            Step::Note(_) | Step::Report { .. } => {}
+        }
+    }
+    let mut all = Vec::new();
+    for step in plan
+        .checks
+        .iter()
+        .chain(&plan.prepare)
+        .chain(&plan.steps)
+        .chain(&plan.finally)
+    {
+        of(step, &mut all);
+    }
+    if let Some(g) = &plan.guard {
+        all.extend(g.health_checks.iter().cloned());
+        all.extend([&g.confirm, &g.roll_back, &g.state, &g.remove].map(Cmd::clone));
+    }
+    all
+}
+
+/// With `--ask-sudo-password`, each command that runs sudo on a host, and only those, is fed
+/// the password, and runs exactly one sudo (which reads the one line); nixos-rebuild is fed
+/// it and asked to read it. Without the option, nothing is fed.
+#[test]
+fn the_password_goes_to_each_sudo_and_nowhere_else() {
+    let ssh = Ssh::default();
+    for args in PASSWORD_CASES {
+        for plan in plans(Dialect::Ng, &ssh, args) {
+            for cmd in commands(&plan) {
+                let text = cmd
+                    .argv
+                    .iter()
+                    .map(Word::shown)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let sudos = text.matches("sudo --stdin --prompt=").count();
+                let rebuild = cmd.program() == "nixos-rebuild";
+                assert_eq!(cmd.sudo_password, sudos > 0 || rebuild, "{args:?}: {cmd}");
+                assert!(sudos <= 1, "{args:?}: two sudos read one password: {cmd}");
+                if rebuild {
+                    assert!(text.contains("--sudo --ask-sudo-password"), "{cmd}");
+                }
+                // No sudo of another spelling.
+                let plain = shell_words::split(&text)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|w| w.contains("sudo ") && !w.contains("sudo --stdin --prompt="));
+                assert!(!plain, "{args:?}: {cmd}");
+            }
+        }
+        let without: Vec<&str> = args
+            .iter()
+            .copied()
+            .filter(|a| *a != "--ask-sudo-password")
+            .collect();
+        for plan in plans(Dialect::Ng, &ssh, &without) {
+            assert!(
+                commands(&plan).iter().all(|c| !c.sudo_password),
+                "{without:?}"
+            );
+        }
+    }
+    // The summary names a remote step by its program, past sudo's own words.
+    let names: Vec<String> = steps(&["switch-push-reset", "--ask-sudo-password", "h"])
+        .iter()
+        .map(Step::name)
+        .collect();
+    assert!(
+        names.contains(&"nix-collect-garbage".to_owned()),
+        "{names:?}"
+    );
+}

@@ -4,6 +4,7 @@
 use std::os::unix::process::ExitStatusExt;
 
 use super::*;
+use crate::sudo::Sudo;
 
 fn exited(code: i32) -> ExitStatus {
     ExitStatus::from_raw(code << 8)
@@ -26,6 +27,9 @@ const THERE: &str = "9f0c2a1e5b7d4c3e8a6f1b2d3c4e5f60";
 const REFUSED: &str = "ssh: connect to host 127.0.0.1 port 1: Connection refused\n";
 const DENIED: &str = "root@127.0.5.1: Permission denied (publickey,password).\n";
 const SUDO_PASSWORD: &str = "sudo: a password is required\n";
+/// `sudo --stdin --prompt=` given a wrong password, then end of file (sudo 1.9.13).
+const WRONG_PASSWORD: &str =
+    "Sorry, try again.\nsudo: no password was provided\nsudo: 1 incorrect password attempt\n";
 const NO_SUDO: &str = "bash: line 1: sudo: command not found\n";
 
 #[test]
@@ -33,13 +37,13 @@ fn a_host_that_answers_gives_its_machine_id() {
     let ssh = Ssh::default();
     let ok = output(0, &format!("{THERE}\n"), "");
     assert_eq!(
-        host_check(&web1(), true, true, &ok, &ssh, HERE).unwrap(),
+        host_check(&web1(), Sudo::Plain, true, &ok, &ssh, HERE).unwrap(),
         Some(THERE.to_owned())
     );
     // A host without /etc/machine-id still passes.
     let none = output(0, "", "");
     assert_eq!(
-        host_check(&web1(), true, true, &none, &ssh, HERE).unwrap(),
+        host_check(&web1(), Sudo::Plain, true, &none, &ssh, HERE).unwrap(),
         None
     );
 }
@@ -47,29 +51,42 @@ fn a_host_that_answers_gives_its_machine_id() {
 #[test]
 fn a_check_says_what_failed_and_what_to_do() {
     let ssh = Ssh::default();
-    let check = |out: &Output, sudo| {
+    let check = |out: &Output, sudo: Sudo| {
         let e = host_check(&web1(), sudo, false, out, &ssh, HERE).unwrap_err();
         assert_eq!(e.status(), 5, "{e}");
         e.to_string()
     };
-    let e = check(&output(255, "", REFUSED), true);
+    let e = check(&output(255, "", REFUSED), Sudo::Plain);
     assert!(
         e.starts_with("ssh to root@web1 failed: ssh: connect to host 127.0.0.1 port 1: Connection refused; web1 refused the connection"),
         "{e}"
     );
-    let e = check(&output(255, "", DENIED), true);
+    let e = check(&output(255, "", DENIED), Sudo::Plain);
     assert!(e.contains("it refused our key"), "{e}");
     // sudo's 1 with its message, and the shell's 127 when there is no sudo at all.
-    let e = check(&output(1, THERE, SUDO_PASSWORD), true);
+    let e = check(&output(1, THERE, SUDO_PASSWORD), Sudo::Plain);
     assert!(
         e.starts_with("sudo on root@web1 wants a password (sudo: a password is required)"),
         "{e}"
     );
-    let e = check(&output(127, THERE, NO_SUDO), true);
+    assert!(
+        e.contains("pass --ask-sudo-password to give it once"),
+        "{e}"
+    );
+    // Given a password it does not take: what sudo said, and which host.
+    let e = check(&output(1, THERE, WRONG_PASSWORD), Sudo::Password);
+    assert_eq!(
+        e,
+        "sudo on root@web1 did not take the password given with --ask-sudo-password \
+         (sudo: 1 incorrect password attempt): check it is this login's password there"
+    );
+    let e = check(&output(127, THERE, NO_SUDO), Sudo::Password);
+    assert!(e.starts_with("there is no sudo on root@web1"), "{e}");
+    let e = check(&output(127, THERE, NO_SUDO), Sudo::Plain);
     assert!(e.starts_with("there is no sudo on root@web1"), "{e}");
     assert!(e.contains("log in as root (root@web1)"), "{e}");
     // Without sudo in the script, another status is the remote shell's own.
-    let e = host_check(&web1(), false, false, &output(3, "", ""), &ssh, HERE).unwrap_err();
+    let e = host_check(&web1(), Sudo::No, false, &output(3, "", ""), &ssh, HERE).unwrap_err();
     assert_eq!(e.status(), 3);
 }
 
@@ -77,10 +94,10 @@ fn a_check_says_what_failed_and_what_to_do() {
 fn the_machine_flakem_runs_on_is_never_rebooted() {
     let ssh = Ssh::default();
     let same = output(0, HERE, "");
-    let e = host_check(&web1(), true, true, &same, &ssh, HERE).unwrap_err();
+    let e = host_check(&web1(), Sudo::Plain, true, &same, &ssh, HERE).unwrap_err();
     assert!(e.to_string().contains("is this machine"), "{e}");
     // Deploying to it without a reboot is fine.
-    assert!(host_check(&web1(), true, false, &same, &ssh, HERE).is_ok());
+    assert!(host_check(&web1(), Sudo::Plain, false, &same, &ssh, HERE).is_ok());
     let state =
         format!("4acf599f-7a75-4ca8-8514-92ea74d84dfc\n/nix/store/abc-nixos-system-web1\n{HERE}");
     assert!(boot_state(&web1(), &state, HERE).is_err());
