@@ -14,6 +14,7 @@ mod packaging;
 mod plan_vs_trace;
 mod regressions;
 mod ssh_deploy;
+mod sudo_password;
 mod support;
 mod testbed;
 mod testbed_smoke;

@@ -55,6 +55,11 @@ pub enum Sudo {
     WithPassword,
     /// `NOPASSWD: ALL`.
     NoPassword,
+    /// `ALL` with this password, set in the host's own `/etc/shadow`: the machine's real
+    /// sudo checks it on the host (through PAM), so `sudo -n` fails ("a password is
+    /// required"), `sudo` without a terminal fails ("a terminal is required"), and only
+    /// `sudo --stdin` given this password on its stdin runs the command.
+    Password(&'static str),
 }
 
 /// A handle on one test host; cheap to clone and to send to other threads. The host itself
@@ -518,13 +523,17 @@ impl HostState {
             &format!("{user}:x:{id}:{id}:flakem test user:/home/{user}:/bin/bash\n"),
         );
         append(&etc.join("group"), &format!("{user}:x:{id}:\n"));
+        let hash = match sudo {
+            Sudo::Password(password) => crypt(password),
+            _ => "*".to_owned(),
+        };
         append(
             &etc.join("shadow"),
-            &format!("{user}:*:19000:0:99999:7:::\n"),
+            &format!("{user}:{hash}:19000:0:99999:7:::\n"),
         );
         match sudo {
             Sudo::No => {}
-            Sudo::WithPassword => {
+            Sudo::WithPassword | Sudo::Password(_) => {
                 append(&etc.join("sudoers"), &format!("{user} ALL=(ALL:ALL) ALL\n"))
             }
             Sudo::NoPassword => append(
@@ -537,6 +546,27 @@ impl HostState {
         std::os::unix::fs::chown(&home, Some(id), Some(id)).expect("chown home");
         write_public(&self.dir.join("keys").join(user), &self.client.public_key);
     }
+}
+
+/// The SHA-512 crypt hash of `password`, as `/etc/shadow` holds it (`openssl passwd -6`,
+/// the password on its stdin).
+fn crypt(password: &str) -> String {
+    use std::io::Write;
+    let mut openssl = std::process::Command::new("openssl")
+        .args(["passwd", "-6", "-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl, to hash a test user's password");
+    let mut stdin = openssl.stdin.take().expect("openssl's stdin");
+    writeln!(stdin, "{password}").expect("write to openssl");
+    drop(stdin);
+    let out = openssl.wait_with_output().expect("openssl passwd");
+    assert!(out.status.success(), "openssl passwd failed");
+    String::from_utf8(out.stdout)
+        .expect("a hash")
+        .trim()
+        .to_owned()
 }
 
 /// A uid and gid from `from` up that neither the host's passwd nor its group uses.
