@@ -59,17 +59,17 @@ impl World {
                     .into(),
             ));
         }
-        if job.sudo == Sudo::Password && std::fs::File::open("/dev/tty").is_err() {
-            return Err(Error::Usage(
-                "--ask-sudo-password asks on the terminal, and there is none (no /dev/tty)".into(),
-            ));
-        }
         // A dialect given outright is refused before anything runs.
         let given = match job.dialect {
             DialectChoice::Legacy => Some(Dialect::Legacy),
             _ => None,
         };
         refuse_password_with(job, given, job.kind != Some(Kind::Darwin))?;
+        if job.sudo == Sudo::Password && std::fs::File::open("/dev/tty").is_err() {
+            return Err(Error::Usage(
+                "--ask-sudo-password asks on the terminal, and there is none (no /dev/tty)".into(),
+            ));
+        }
         let ssh = ssh_options()?;
         let flake_ref = flake_ref(&job.flake)?;
         let machines = machines(job, &flake_ref, &ssh, console)?;

@@ -635,3 +635,74 @@ fn a_dry_run_of_a_pattern_plans_each_host_as_a_placeholder() {
     );
     assert_eq!(out.stderr, "", "nothing evaluated");
 }
+
+/// `--ask-sudo-password` is refused with one line before anything runs: with the legacy
+/// nixos-rebuild (no way to give it a password, in a dry run too), with `--no-sudo`, on a
+/// command that uses no sudo on a host, and without a terminal to ask on.
+#[test]
+fn ask_sudo_password_is_refused_where_it_cannot_work() {
+    let run = Run::new(Installed::Ng);
+    for args in [
+        &[
+            "--dialect",
+            "legacy",
+            "switch-push",
+            "--ask-sudo-password",
+            "bigmachine",
+        ][..],
+        &[
+            "--dry-run",
+            "--dialect",
+            "legacy",
+            "switch-push",
+            "--ask-sudo-password",
+            "bigmachine",
+        ],
+        &[
+            "switch-push",
+            "--no-sudo",
+            "--ask-sudo-password",
+            "bigmachine",
+        ],
+        &["build", "--ask-sudo-password", "bigmachine"],
+        &["ssh-deploy", "--ask-sudo-password", "bigmachine"],
+    ] {
+        let out = run.run(args);
+        out.status(2);
+        assert_eq!(out.messages().len(), 1, "{args:?}: {}", out.stderr);
+        assert!(out.started().is_empty(), "{args:?}: {}", out.stderr);
+    }
+    let out = run.run(&[
+        "--dialect",
+        "legacy",
+        "switch-pull",
+        "--ask-sudo-password",
+        "bigmachine",
+    ]);
+    assert!(
+        out.stderr
+            .contains("--ask-sudo-password needs nixos-rebuild ng"),
+        "{}",
+        out.stderr
+    );
+    // Without a controlling terminal (a session of its own), there is nowhere to ask.
+    let mut cmd = run.command(&["switch-push", "--ask-sudo-password", "bigmachine"]);
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid(2) in the child before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let out = crate::support::Outcome::from(cmd.output().unwrap());
+    out.status(2);
+    assert!(
+        out.stderr
+            .contains("asks on the terminal, and there is none"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.started().is_empty(), "{}", out.stderr);
+    assert!(run.calls().is_empty());
+}

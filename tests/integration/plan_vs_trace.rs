@@ -306,7 +306,7 @@ fn align(expect: &[Expect], traced: &[Command]) -> Vec<Left> {
 }
 
 /// Every difference between a dry run's plan and the trace of the real run, one line each.
-fn mismatches(plan_stdout: &str, trace_stderr: &str) -> Vec<String> {
+pub fn mismatches(plan_stdout: &str, trace_stderr: &str) -> Vec<String> {
     let plan = parse_plan(plan_stdout);
     let mut traced: Vec<(Option<String>, Vec<Command>)> = Vec::new();
     for (host, line) in parse_trace(trace_stderr) {

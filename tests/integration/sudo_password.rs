@@ -256,6 +256,13 @@ fn a_wrong_password_fails_every_check_before_any_build() {
     assert!(!here.contains("nixos-rebuild switch"), "{here}");
     assert!(web1.activations().is_empty() && web2.activations().is_empty());
 
+    // Ctrl-C at the prompt ends the run there (130), nothing contacted.
+    std::fs::write(spies.log(), "").unwrap();
+    let (status, seen) = on_terminal(&bed, &spies, &args, "\x03");
+    assert_eq!(status, Some(130), "{seen}");
+    assert!(seen.contains("flakem: interrupted"), "{seen}");
+    assert!(!spies.here().contains("ssh "), "{}", spies.here());
+
     let out = run(&bed, &["switch-push", "erin@web1"]);
     out.status(5);
     assert!(
@@ -264,4 +271,41 @@ fn a_wrong_password_fails_every_check_before_any_build() {
         "{}",
         out.stderr
     );
+}
+
+/// One host, by nixos-rebuild itself and by a reset: what runs is what `--dry-run` says,
+/// each fed command marked in both, and the password is nowhere.
+#[test]
+fn the_dry_run_lists_what_runs_with_a_password() {
+    let mut bed = TestBed::with_hosts(&["web1"]);
+    let web1 = bed.host("web1");
+    password_login(&web1);
+    let spies = Spies::new(&bed, &[&web1]);
+    let logs = bed.dir().join("logs");
+    let cases: &[&[&str]] = &[
+        &["switch-push", "--ask-sudo-password", "erin@web1"],
+        &["switch-pull-reset", "--ask-sudo-password", "erin@web1"],
+    ];
+    for (i, args) in cases.iter().enumerate() {
+        crate::e2e::deployed_generation(&mut bed, "web1", &format!("pw{i}"));
+        let dry = run(&bed, &[&["--dry-run"], *args].concat());
+        dry.status(0);
+        assert!(
+            dry.stdout.contains("# <sudo password on stdin>"),
+            "{}",
+            dry.stdout
+        );
+        let logged = [&["--log-dir", logs.to_str().unwrap()], *args].concat();
+        let (status, seen) = on_terminal(&bed, &spies, &logged, PASSWORD);
+        assert_eq!(status, Some(0), "{args:?}:\n{seen}");
+        let found = crate::plan_vs_trace::mismatches(&dry.stdout, &seen);
+        assert!(
+            found.is_empty(),
+            "{args:?}:\n{}\n--- plan:\n{}--- trace:\n{seen}",
+            found.join("\n"),
+            dry.stdout
+        );
+        assert_nowhere(&bed, &spies, &seen, &logs);
+    }
+    assert!(web1.activations().iter().any(|a| a.contains("boot")));
 }
