@@ -275,7 +275,7 @@ fn bed_home(bed: &TestBed) -> PathBuf {
 }
 
 /// Every regular file under `dir` (symbolic links are not followed).
-fn files_under(dir: &Path) -> Vec<PathBuf> {
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return found;

@@ -8,6 +8,7 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use crate::e2e::{OnTerminal, run};
+use crate::ssh_deploy::files_under;
 use crate::support::fixtures;
 use crate::testbed::{Host, Sudo, TestBed};
 
@@ -20,6 +21,15 @@ const USER: &str = "erin";
 fn password_login(host: &Host) {
     host.add_user(USER, Sudo::Password(PASSWORD));
     host.trust_in_nix(USER);
+}
+
+/// A bed of web1 and web2, each with [`password_login`], spied on.
+fn password_fleet() -> (TestBed, [Host; 2], Spies) {
+    let bed = TestBed::with_hosts(&["web1", "web2"]);
+    let hosts = [bed.host("web1"), bed.host("web2")];
+    hosts.iter().for_each(password_login);
+    let spies = Spies::new(&bed, &[&hosts[0], &hosts[1]]);
+    (bed, hosts, spies)
 }
 
 /// The spy wrappers (tests/fixtures/spy), here and on each host, and the environments of
@@ -98,20 +108,6 @@ fn wrappers(bed: &TestBed, name: &str, names: &[&str]) -> PathBuf {
     dir
 }
 
-/// Every regular file under `dir`.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let kind = entry.file_type().unwrap();
-        if kind.is_dir() {
-            found.extend(files_under(&entry.path()));
-        } else if kind.is_file() {
-            found.push(entry.path());
-        }
-    }
-    found
-}
-
 /// flakem on a terminal with the spies, given `typed` at its one prompt.
 fn on_terminal(bed: &TestBed, spies: &Spies, args: &[&str], typed: &str) -> (Option<i32>, String) {
     let tmp = bed.dir().join("t");
@@ -163,11 +159,7 @@ fn a_password_host_takes_its_password_on_stdin_only() {
 /// activation all take the password), and the password shows nowhere.
 #[test]
 fn a_fleet_of_password_hosts_asks_once_and_deploys() {
-    let bed = TestBed::with_hosts(&["web1", "web2"]);
-    let (web1, web2) = (bed.host("web1"), bed.host("web2"));
-    password_login(&web1);
-    password_login(&web2);
-    let spies = Spies::new(&bed, &[&web1, &web2]);
+    let (bed, [web1, web2], spies) = password_fleet();
     let logs = bed.dir().join("logs");
     let logs_arg = logs.display().to_string();
     let args = [
@@ -238,11 +230,7 @@ fn assert_nowhere(bed: &TestBed, spies: &Spies, seen: &str, logs: &Path) {
 /// is built or activated; without the option, the check says to use it.
 #[test]
 fn a_wrong_password_fails_every_check_before_any_build() {
-    let bed = TestBed::with_hosts(&["web1", "web2"]);
-    let (web1, web2) = (bed.host("web1"), bed.host("web2"));
-    password_login(&web1);
-    password_login(&web2);
-    let spies = Spies::new(&bed, &[&web1, &web2]);
+    let (bed, [web1, web2], spies) = password_fleet();
     let args = ["switch-push", "--ask-sudo-password", "erin@web1,erin@web2"];
     let (status, seen) = on_terminal(&bed, &spies, &args, "not it");
     assert_eq!(status, Some(5), "{seen}");
