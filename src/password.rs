@@ -68,7 +68,18 @@ pub fn feed(stdin: &mut impl Write) -> io::Result<()> {
 /// Asks for a password on the terminal (`/dev/tty`), echo off, after `prompt`. Ctrl-C
 /// there ends the run (`Interrupted`); without a terminal it is a refused invocation.
 pub fn ask(prompt: &str) -> Result<Password, Error> {
-    let tty = File::options()
+    let tty = terminal()?;
+    let quiet = Quiet::on(&tty)?;
+    (&tty).write_all(prompt.as_bytes())?;
+    let read = read_line(&tty);
+    drop(quiet);
+    (&tty).write_all(b"\n")?;
+    read
+}
+
+/// The terminal to ask on; without one, `--ask-sudo-password` is a refused invocation.
+pub fn terminal() -> Result<File, Error> {
+    File::options()
         .read(true)
         .write(true)
         .open("/dev/tty")
@@ -76,13 +87,7 @@ pub fn ask(prompt: &str) -> Result<Password, Error> {
             Error::Usage(
                 "--ask-sudo-password asks on the terminal, and there is none (no /dev/tty)".into(),
             )
-        })?;
-    let quiet = Quiet::on(&tty)?;
-    (&tty).write_all(prompt.as_bytes())?;
-    let read = read_line(&tty);
-    drop(quiet);
-    (&tty).write_all(b"\n")?;
-    read
+        })
 }
 
 /// Reads keys until Enter: backspace and Ctrl-U edit, Ctrl-C interrupts, Ctrl-D on an

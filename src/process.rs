@@ -30,7 +30,8 @@ pub fn spawn(cmd: &Cmd, command: &mut Command) -> Result<Running, Error> {
         std::io::ErrorKind::NotFound => missing(cmd.program()),
         _ => Error::Io(format!("cannot start `{}`: {e}", cmd.program())),
     })?;
-    if let (true, Some(mut stdin)) = (fed, running.child().stdin.take()) {
+    // Taken only from a fed child: another's stdin is its caller's to write (a pipe).
+    if let Some(mut stdin) = fed.then(|| running.child().stdin.take()).flatten() {
         // A child that ended before reading it (a broken pipe) says so by its status.
         password::feed(&mut stdin).ok();
     }

@@ -17,6 +17,7 @@ use crate::job::{self, Job, Local, Machine};
 use crate::kind::Kind;
 use crate::names::{Host, Target};
 use crate::options::DialectChoice;
+use crate::password;
 use crate::process;
 use crate::secret::Secret;
 use crate::ssh::{self, Ssh};
@@ -65,10 +66,8 @@ impl World {
             _ => None,
         };
         refuse_password_with(job, given, job.kind != Some(Kind::Darwin))?;
-        if job.sudo == Sudo::Password && std::fs::File::open("/dev/tty").is_err() {
-            return Err(Error::Usage(
-                "--ask-sudo-password asks on the terminal, and there is none (no /dev/tty)".into(),
-            ));
+        if job.sudo == Sudo::Password {
+            password::terminal()?;
         }
         let ssh = ssh_options()?;
         let flake_ref = flake_ref(&job.flake)?;
