@@ -108,6 +108,41 @@ pub struct Local {
 /// At most this many hosts at a time unless `--jobs` says otherwise.
 const DEFAULT_JOBS: usize = 8;
 
+/// The hosts and configuration an invocation names, refused where they do not fit its
+/// command.
+fn hosts_and_target(inv: &Invocation, local: &Local) -> Result<(HostList, Option<Target>), Error> {
+    let command = inv.command;
+    let default = match command.home() {
+        true => format!("{}@{}", local.user, local.host),
+        false => local.host.clone(),
+    };
+    let hosts = HostList::parse(inv.host.as_deref().unwrap_or(&default))?;
+    if command == Command::SshDeploy && !inv.rest.is_empty() {
+        return Err(Error::Usage(format!(
+            "ssh-deploy takes SSH_LOGIN [HOSTNAME], not {:?}",
+            inv.rest.join(" ")
+        )));
+    }
+    if hosts.single().is_none() {
+        if command.host_is_optional() {
+            return Err(Error::Usage(format!(
+                "{command} takes one host: several would share one ./result"
+            )));
+        }
+        if let Some(t) = &inv.target {
+            return Err(Error::Usage(format!(
+                "FLAKE_TARGET {t:?} goes with one host, not {hosts}: each host deploys the \
+                 configuration of its own name"
+            )));
+        }
+    }
+    let target = match (command, &inv.target) {
+        (Command::SshWait, _) | (_, None) => None,
+        (_, Some(t)) => Some(Target::parse(t)?),
+    };
+    Ok((hosts, target))
+}
+
 impl Job {
     /// The job the arguments (without the program name) ask for; `None` when they asked for
     /// help or the version, which clap printed. `called_as` is the command the program was
@@ -132,34 +167,7 @@ impl Job {
     /// `local` gives the host of the local commands when none is given.
     pub fn resolve(inv: Invocation, settings: Settings, local: &Local) -> Result<Job, Error> {
         let command = inv.command;
-        let default = match command.home() {
-            true => format!("{}@{}", local.user, local.host),
-            false => local.host.clone(),
-        };
-        let hosts = HostList::parse(inv.host.as_deref().unwrap_or(&default))?;
-        if command == Command::SshDeploy && !inv.rest.is_empty() {
-            return Err(Error::Usage(format!(
-                "ssh-deploy takes SSH_LOGIN [HOSTNAME], not {:?}",
-                inv.rest.join(" ")
-            )));
-        }
-        if hosts.single().is_none() {
-            if command.host_is_optional() {
-                return Err(Error::Usage(format!(
-                    "{command} takes one host: several would share one ./result"
-                )));
-            }
-            if let Some(t) = &inv.target {
-                return Err(Error::Usage(format!(
-                    "FLAKE_TARGET {t:?} goes with one host, not {hosts}: each host deploys \
-                     the configuration of its own name"
-                )));
-            }
-        }
-        let target = match (command, &inv.target) {
-            (Command::SshWait, _) | (_, None) => None,
-            (_, Some(t)) => Some(Target::parse(t)?),
-        };
+        let (hosts, target) = hosts_and_target(&inv, local)?;
         let Settings {
             options,
             wait,
