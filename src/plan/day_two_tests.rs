@@ -23,12 +23,7 @@ const CASES: &[&[&str]] = &[
 
 #[test]
 fn day_two_plans() {
-    let ssh = Ssh::default();
-    let all: Vec<String> = CASES
-        .iter()
-        .map(|args| render(Dialect::Ng, &ssh, args))
-        .collect();
-    insta::assert_snapshot!(all.join("\n"));
+    insta::assert_snapshot!(super::tests::all(Dialect::Ng, CASES));
 }
 
 #[test]
