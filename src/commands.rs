@@ -205,7 +205,8 @@ impl Command {
     /// Commands that use sudo on a remote host, and so can be given its password once
     /// (`--ask-sudo-password`).
     pub fn sudo_password(self) -> bool {
-        self.activates_remotely() || matches!(self, Command::Rollback | Command::Gc)
+        self.activates_remotely()
+            || matches!(self, Command::Rollback | Command::Gc | Command::SshDeploy)
     }
 
     /// Commands that wait for a host, and so take `--timeout`.

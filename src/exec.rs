@@ -12,6 +12,7 @@ use crate::duration::Timeout;
 use crate::error::Error;
 use crate::guard::Guard;
 use crate::names::Host;
+use crate::password;
 use crate::plan::{Plan, Step};
 use crate::process;
 use crate::ssh::Ssh;
@@ -474,11 +475,20 @@ impl<'a> Executor<'a> {
     }
 
     /// Runs `cmd` with `input` on its stdin.
+    /// A command fed the sudo password gets it first, as its first line.
     fn feed(&self, cmd: &Cmd, input: &[u8]) -> Result<(), Error> {
-        let mut consumer = process::command(cmd);
+        // Started unfed: the password goes on the same stdin as `input`, just before it.
+        let unfed = Cmd {
+            sudo_password: false,
+            ..cmd.clone()
+        };
+        let mut consumer = process::command(&unfed);
         consumer.stdin(Stdio::piped());
-        let mut running = process::spawn(cmd, &mut consumer)?;
+        let mut running = process::spawn(&unfed, &mut consumer)?;
         if let Some(mut stdin) = running.child().stdin.take() {
+            if cmd.sudo_password {
+                password::feed(&mut stdin)?;
+            }
             stdin.write_all(input)?;
         }
         process::check(cmd, running.wait()?)

@@ -629,28 +629,37 @@ fn finally(job: &Job, plan: &Plan, host: &Host, ssh: &Ssh, sockets: &Sockets) ->
 /// `ssh-deploy`: the decrypted key goes from the decryption straight into a pipe to the
 /// host, never into an argument, a file or a log line.
 fn deploy_key(job: &Job, host: &Host, secret: &Secret, cx: &Context, sockets: &Sockets) -> Step {
-    // Two sudos in one script: `--ask-sudo-password` (one password line on stdin, read by
-    // the first) is not offered to ssh-deploy.
-    let sudo = job.sudo.prefix();
-    let dir = [sudo, &["install", "-d", "-m", "700", "/var/lib/sops-nix"]].concat();
-    let key = [
-        sudo,
-        &[
-            "install",
-            "-m",
-            "600",
-            "/dev/stdin",
-            "/var/lib/sops-nix/key.txt",
-        ],
-    ]
-    .concat();
+    let conn = Connection::Shared(&sockets.before);
+    let to = match job.sudo {
+        // The password line comes first on the key's stdin: one sudo reads it, and when
+        // sudo would not ask (no password needed there, or a ticket cached), the script
+        // reads it instead, so that the install gets the key and nothing else.
+        Sudo::Password => {
+            let script = [
+                "if sudo -n true 2>/dev/null; then IFS= read -r _; fi",
+                "exec sudo --stdin --prompt= sh -c \"$1\"",
+            ]
+            .join("; ");
+            let words = ["sh", "-c", &script, "sh", INSTALL_KEY];
+            job.sudo.feeds(cx.ssh.script(conn, host, &[&words]))
+        }
+        sudo => {
+            let root = |words: &[&'static str]| [sudo.prefix(), words].concat();
+            let dir = root(&["install", "-d", "-m", "700", "/var/lib/sops-nix"]);
+            let key = root(&["install", "-m", "600", "/dev/stdin", KEY_FILE]);
+            cx.ssh.script(conn, host, &[&dir, &key])
+        }
+    };
     Step::Pipe {
         from: secret.decrypt(),
-        to: cx
-            .ssh
-            .script(Connection::Shared(&sockets.before), host, &[&dir, &key]),
+        to,
     }
 }
+
+/// Where sops-nix finds the host's age key, and how a root shell puts it there from stdin.
+const KEY_FILE: &str = "/var/lib/sops-nix/key.txt";
+const INSTALL_KEY: &str =
+    "install -d -m 700 /var/lib/sops-nix && install -m 600 /dev/stdin /var/lib/sops-nix/key.txt";
 
 /// Where the system an action deployed can be read: the profile for `boot`, the running
 /// system for `switch` and `test`.

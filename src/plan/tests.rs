@@ -524,6 +524,7 @@ const PASSWORD_CASES: &[&[&str]] = &[
     &["switch-push", "--ask-sudo-password", "alice@macbook"],
     &["rollback", "--ask-sudo-password", "alice@web1"],
     &["gc", "--ask-sudo-password", "--keep", "2", "alice@web1"],
+    &["ssh-deploy", "--ask-sudo-password", "alice@web1"],
 ];
 
 #[test]

@@ -23,14 +23,14 @@ const DEADLINE: Duration = Duration::from_secs(120);
 const SPIED: [&str; 6] = ["ssh", "sudo", "sops", "age", "install", "tee"];
 
 /// A new age identity made by `age-keygen`, and its secret key line (what must never show).
-struct Secret {
-    plaintext: Vec<u8>,
-    token: String,
+pub struct Secret {
+    pub plaintext: Vec<u8>,
+    pub token: String,
 }
 
 impl Secret {
     /// A fresh host key, only in memory (age-keygen writes it on its stdout).
-    fn new() -> Secret {
+    pub fn new() -> Secret {
         let out = output_with_deadline(&mut Command::new("age-keygen"), DEADLINE);
         assert!(out.status.success(), "age-keygen: {out:?}");
         let text = String::from_utf8(out.stdout.clone()).unwrap();
@@ -46,7 +46,7 @@ impl Secret {
     }
 
     /// Encrypts the key with `age -r RECIPIENT` (ASCII-armored with `armor`) into `file`.
-    fn encrypt_with_age(&self, recipient: &str, armor: bool, file: &Path) {
+    pub fn encrypt_with_age(&self, recipient: &str, armor: bool, file: &Path) {
         let mut age = Command::new("age");
         if armor {
             age.arg("--armor");
@@ -90,7 +90,7 @@ fn pipe_into(command: &mut Command, input: &[u8]) -> Vec<u8> {
 
 /// An age identity of the admin (the one the host keys are encrypted to), in the bed's
 /// directory; returns its path and its recipient.
-fn identity(bed: &TestBed, name: &str) -> (PathBuf, String) {
+pub fn identity(bed: &TestBed, name: &str) -> (PathBuf, String) {
     let dir = bed.dir().join("identities");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{name}.txt"));
@@ -109,7 +109,7 @@ fn identity(bed: &TestBed, name: &str) -> (PathBuf, String) {
 }
 
 /// `hosts/NAME/NAME.age.key` in the bed's flake, its directory created.
-fn key_file(bed: &TestBed, name: &str) -> PathBuf {
+pub fn key_file(bed: &TestBed, name: &str) -> PathBuf {
     let dir = bed.flake_dir().join("hosts").join(name);
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(format!("{name}.age.key"))

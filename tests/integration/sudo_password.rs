@@ -8,7 +8,7 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use crate::e2e::{OnTerminal, run};
-use crate::ssh_deploy::files_under;
+use crate::ssh_deploy::{Secret, files_under, identity, key_file};
 use crate::support::fixtures;
 use crate::testbed::{Host, Sudo, TestBed};
 
@@ -301,4 +301,36 @@ fn the_dry_run_lists_what_runs_with_a_password() {
         assert_nowhere(&bed, &spies, &seen, &logs);
     }
     assert!(web1.activations().iter().any(|a| a.contains("boot")));
+}
+
+/// `ssh-deploy` gives the password as the first line of the key's stdin: a login whose
+/// sudo reads it, and one whose sudo needs none (the script reads the line itself), both
+/// get exactly the key, and the password is in no argument list.
+#[test]
+fn ssh_deploy_takes_the_password_and_installs_exactly_the_key() {
+    let (bed, [web1, web2], spies) = password_fleet();
+    web2.add_user("frank", Sudo::NoPassword);
+    let (admin, recipient) = identity(&bed, "admin");
+    let admin = admin.to_string_lossy().into_owned();
+    for (login, host) in [("erin@web1", &web1), ("frank@web2", &web2)] {
+        let secret = Secret::new();
+        secret.encrypt_with_age(&recipient, false, &key_file(&bed, host.name()));
+        let args = [
+            "ssh-deploy",
+            "--ask-sudo-password",
+            "--identity",
+            &admin,
+            login,
+        ];
+        let (status, seen) = on_terminal(&bed, &spies, &args, PASSWORD);
+        assert_eq!(status, Some(0), "{login}: {seen}");
+        let key = std::fs::read(host.path("/var/lib/sops-nix/key.txt")).unwrap_or_default();
+        assert!(
+            key == secret.plaintext,
+            "{login}: the key, byte for byte: {seen}"
+        );
+        assert!(seen.contains("# <sudo password on stdin>"), "{seen}");
+    }
+    let logged = spies.here() + &spies.on_hosts();
+    assert!(!logged.contains(PASSWORD), "{logged}");
 }
