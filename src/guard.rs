@@ -104,14 +104,27 @@ const RECORD: &[&str] = &[record!()];
 /// profile's generation (printed, two lines), then starts the unit.
 const ARM: &[&str] = &[
     "set -e",
-    // A guard that has decided only keeps its result for a flakem that is gone: only one
-    // still deciding stops this deploy (exit 17).
+    // The ssh connection this deploy came over: its sshd process, the first ancestor
+    // named so (`sshd-session` since OpenSSH 9.8).
+    "session() { p=$$; while [ -n \"$p\" ] && [ \"$p\" -gt 1 ]; do \
+     case $(cat \"/proc/$p/comm\" 2>/dev/null) in sshd*) echo \"$p\"; return ;; esac; \
+     p=$(sed -n 's/^PPid:[[:space:]]*//p' \"/proc/$p/status\" 2>/dev/null); done; }",
+    // Whether the connection of the deploy that armed the guard in $1 has ended.
+    "gone() { s=$(cat \"$1/session\" 2>/dev/null) && [ -n \"$s\" ] && \
+     case $(cat \"/proc/$s/comm\" 2>/dev/null) in sshd*) false ;; *) true ;; esac; }",
+    // Whether nothing was activated under the guard in $1: it protects nothing yet.
+    "idle() { [ \"$(readlink -f /run/current-system)\" = \"$(sed -n 1p \"$1/recorded\")\" ] && \
+     ! pgrep -f 'switch-to-configuration (switch|test|boot)' >/dev/null 2>&1; }",
+    // A guard that has decided only keeps its result for a flakem that is gone, and one
+    // whose deploy ended before activating anything (Ctrl-C during the build) protects
+    // nothing: only one still deciding for a deploy that goes on stops this one (exit 17).
     "if [ -e \"$1\" ]; then case $(cat \"$1/result\" 2>/dev/null) in \
      confirmed|unchanged|rolled-back) ;; \
-     *) if systemctl is-active -q \"$5\"; then exit 17; fi ;; esac; \
-     systemctl stop \"$5\" 2>/dev/null || true; rm -rf \"$1\"; fi",
+     *) if systemctl is-active -q \"$5\" && ! { gone \"$1\" && idle \"$1\"; }; then exit 17; fi ;; \
+     esac; systemctl stop \"$5\" 2>/dev/null || true; rm -rf \"$1\"; fi",
     "mkdir -m 700 \"$1\"",
     "printf %s \"$2\" > \"$1/guard.sh\"",
+    "session > \"$1/session\"",
     concat!(record!(), " > \"$1/recorded\""),
     "cat \"$1/recorded\"",
     "systemd-run --unit \"$5\" --collect --quiet --no-ask-password -p \"RuntimeMaxSec=$8\" \

@@ -308,6 +308,49 @@ fn a_reset_whose_new_boot_fails_its_health_check_boots_back() {
     assert_eq!(web1.readlink("/run/booted-system").as_ref(), Some(&newer));
 }
 
+/// Ctrl-C during the build, before anything was activated: the guard the deploy armed
+/// protects nothing, and the next deploy replaces it at once instead of being refused
+/// (while the first deploy went on, its guard refused a second one).
+#[test]
+fn a_deploy_interrupted_before_its_activation_does_not_block_the_next() {
+    let mut bed = TestBed::with_hosts(&["web1"]);
+    let old = host_with_system(&mut bed, "web1");
+    let blocked = format!("blocked-{}", std::process::id());
+    bed.set_generation("web1", &blocked);
+    let release = std::path::PathBuf::from(format!("/tmp/flakem-test-release-{blocked}"));
+    // A directory of its own: the second deploy checks its own for leftovers.
+    let tmp = bed.dir().join("interrupted");
+    std::fs::create_dir(&tmp).unwrap();
+    let mut cmd = crate::e2e::flakem(&bed, &tmp, &["switch-push", "web1"]);
+    // The stand-in's build, which waits for the release: the guard is armed by then.
+    let flakem = crate::e2e::Started::until(&mut cmd, "$ nix ");
+    let web1 = bed.host("web1");
+    assert!(web1.path("/run/flakem-guard/recorded").exists());
+    // While that deploy goes on, its guard stops another one.
+    let second = run(&bed, &["switch-push", "web1"]);
+    second.status(5);
+    assert!(
+        second.stderr.contains("a guard is armed there already"),
+        "{}",
+        second.context()
+    );
+    flakem.interrupt();
+    let (status, stderr) = flakem.finish();
+    std::fs::write(&release, "").unwrap();
+    assert_eq!(status, Some(130), "{stderr}");
+    crate::e2e::assert_no_leftovers(&tmp, &stderr);
+    assert_eq!(web1.readlink("/run/current-system").as_ref(), Some(&old));
+    let new = deployed_generation(&mut bed, "web1", "after-interrupt");
+    let out = run(
+        &bed,
+        &["switch-push", "--rollback-timeout", TIMEOUT, "web1"],
+    );
+    std::fs::remove_file(&release).ok();
+    out.status(0);
+    assert_eq!(web1.readlink("/run/current-system").as_ref(), Some(&new));
+    assert_no_guard(&web1, &out);
+}
+
 /// `switch-push --json` of `hosts` with `options`, which must end with exit 1 (a host was
 /// rolled back): each host's `result`, in order.
 fn results(bed: &TestBed, options: &[&str], hosts: &str) -> Vec<String> {
