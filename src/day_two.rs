@@ -100,8 +100,7 @@ impl<'a> On<'a> {
                 .iter()
                 .map(|words| ssh::shell_line(words))
                 .collect();
-            let script = Word::join(&lines, " && ");
-            let words = [self.sudo.words(), vec!["sh".into(), "-c".into(), script]].concat();
+            let words = self.sudo.shell(Word::join(&lines, " && "), &[]);
             return self
                 .sudo
                 .feeds(self.ssh.script_of(self.conn, self.host, &[words]));

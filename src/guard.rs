@@ -278,9 +278,6 @@ fn root_script(
     script: &[&str],
     args: &[Word],
 ) -> Cmd {
-    let script = script.join("; ");
-    let mut words = sudo.words();
-    words.extend(["sh", "-c", &script, "sh"].map(Word::from));
-    words.extend(args.iter().cloned());
+    let words = sudo.shell(Word::from(script.join("; ")), args);
     sudo.feeds(ssh.script_of(conn, host, &[words]))
 }

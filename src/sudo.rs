@@ -37,6 +37,15 @@ impl Sudo {
         self.prefix().iter().map(|w| Word::from(*w)).collect()
     }
 
+    /// `[sudo] sh -c SCRIPT sh ARGS...`: one sudo running a whole script, every value an
+    /// argument of it, never text of it.
+    pub fn shell(self, script: Word, args: &[Word]) -> Vec<Word> {
+        let mut words = self.words();
+        words.extend([Word::from("sh"), Word::from("-c"), script, Word::from("sh")]);
+        words.extend(args.iter().cloned());
+        words
+    }
+
     /// The check before the build: sudo answers without a prompt, or takes the password.
     /// `--reset-timestamp` makes it check the password even where a ticket is cached.
     pub fn check(self) -> &'static str {
